@@ -1,0 +1,14 @@
+# The README's two commands. Each does the (idempotent) set-up first.
+.PHONY: setup quickstart test test-fast
+
+setup:
+	bash scripts/setup.sh
+
+quickstart: setup
+	.venv/bin/accelerate launch scripts/train_image.py --config recipes/image/quickstart.yaml --overwrite_output_dir true
+
+test: setup
+	.venv/bin/python -m pytest
+
+test-fast: setup
+	.venv/bin/python -m pytest -m "not slow"

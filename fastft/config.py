@@ -1,0 +1,288 @@
+"""Recipes: dataclass fields, YAML files and command-line overrides.
+
+Precedence is field default < recipe file < command line. Every field has a
+one-line help (shown by ``--help``); recipe keys are exactly the field names,
+which follow HF ``TrainingArguments`` where one exists.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import yaml
+
+from fastft.errors import UserError
+
+
+def field(default: Any = dataclasses.MISSING, help: str = "", *, min: float | None = None,
+          max: float | None = None, exclusive_min: bool = False, cli_only: bool = False) -> Any:
+    """A recipe field with its one-line help and an optional numeric range."""
+    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min, "cli_only": cli_only}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass
+class TrainingArguments:
+    """Fields every task shares: the engine, the schedule and the tricks."""
+
+    output_dir: str = field(None, "Folder for checkpoints, metrics, plots and the final model (required).")
+    overwrite_output_dir: bool = field(False, "Start afresh even if output_dir holds a finished run.")
+    seed: int = field(42, "Random seed for model init, data order and augmentation.", min=0)
+    num_train_epochs: float = field(3.0, "Number of passes over the training set (ignored if max_steps > 0).",
+                                    min=0, exclusive_min=True)
+    max_steps: int = field(-1, "Total optimizer steps; overrides num_train_epochs when > 0.")
+    per_device_train_batch_size: int = field(32, "Training batch size per process.", min=1)
+    per_device_eval_batch_size: int = field(64, "Evaluation batch size per process.", min=1)
+    gradient_accumulation_steps: int = field(1, "Micro-batches accumulated per optimizer step.", min=1)
+    learning_rate: float = field(1e-3, "Peak learning rate, stated at reference_batch_size.",
+                                 min=0, exclusive_min=True)
+    reference_batch_size: Optional[int] = field(
+        None, "Global batch at which learning_rate is stated; unset means no LR scaling.", min=1)
+    lr_scaling: Literal["linear", "sqrt", "none"] = field(
+        "linear", "How the LR follows global batch / reference_batch_size (Goyal et al. 2017).")
+    optim: str = field("adamw", "Optimizer name as timm's create_optimizer_v2 knows it (adamw, sgd, lamb, ...).")
+    weight_decay: float = field(0.0, "Decoupled weight decay (not applied to biases and norms).", min=0)
+    adam_beta1: float = field(0.9, "Adam beta1 (cycled inversely to the LR by one_cycle/cyclic).", min=0, max=1)
+    adam_beta2: float = field(0.999, "Adam beta2.", min=0, max=1)
+    adam_epsilon: float = field(1e-8, "Adam epsilon.", min=0, exclusive_min=True)
+    momentum: float = field(0.9, "SGD momentum (cycled inversely to the LR by one_cycle/cyclic).", min=0, max=1)
+    max_grad_norm: float = field(1.0, "Clip the global gradient norm to this; 0 turns clipping off.", min=0)
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "one_cycle", "cyclic", "inverse_sqrt",
+                               "multistep"] = field("linear", "LR schedule after warmup.")
+    warmup_steps: float = field(0.0, "Warmup length: optimizer steps if >= 1, a ratio of total steps if < 1.",
+                                min=0)
+    min_lr_ratio: float = field(0.0, "Final LR of linear/cosine as a fraction of the peak.", min=0, max=1)
+    lr_decay_epochs: list[float] = field([], "Epochs at which multistep multiplies the LR by lr_decay_rate.")
+    lr_decay_rate: float = field(0.1, "Factor applied at each multistep milestone.", min=0, exclusive_min=True)
+    one_cycle_div_factor: float = field(25.0, "one_cycle starts at peak / this.", min=1)
+    one_cycle_final_div_factor: float = field(1e4, "one_cycle ends at start LR / this.", min=1)
+    one_cycle_anneal: Literal["cos", "linear"] = field("cos", "one_cycle interpolation between phases.")
+    one_cycle_pct_start: float = field(0.25, "Share of steps one_cycle spends rising (used if warmup_steps is 0).",
+                                       min=0, max=1, exclusive_min=True)
+    cyclic_mode: Literal["triangular", "triangular2", "exp_range"] = field(
+        "triangular", "Cyclical LR policy (Smith 2017).")
+    cyclic_base_lr_ratio: float = field(0.25, "Cyclic LR lower bound as a fraction of the peak.",
+                                        min=0, max=1)
+    cyclic_step_size: Optional[int] = field(None, "Cyclic half-cycle in optimizer steps; unset means 2 epochs.",
+                                            min=1)
+    cyclic_gamma: float = field(0.99994, "exp_range amplitude decay per optimizer step.", min=0, max=1,
+                                exclusive_min=True)
+    cycle_momentum: bool = field(True, "Cycle momentum / Adam beta1 inversely to the LR (one_cycle, cyclic).")
+    base_momentum: float = field(0.85, "Momentum at the LR peak when cycling.", min=0, max=1)
+    max_momentum: float = field(0.95, "Momentum at the LR trough when cycling.", min=0, max=1)
+    label_smoothing_factor: float = field(0.0, "Label smoothing epsilon (Szegedy et al. 2016).", min=0, max=1)
+    freeze_epochs: int = field(0, "Epochs to train only the new head before unfreezing the backbone.", min=0)
+    layer_decay: Optional[float] = field(None, "Layer-wise LR decay: each layer below the top gets this factor.",
+                                         min=0, max=1, exclusive_min=True)
+    mixed_precision: Optional[Literal["no", "fp16", "bf16"]] = field(
+        None, "Mixed precision; unset defers to accelerate launch / its config.")
+    channels_last: bool = field(False, "Use the channels_last memory format (faster convolutions).")
+    eval_strategy: Literal["steps", "epoch", "no"] = field("epoch", "When to evaluate.")
+    eval_steps: Optional[int] = field(None, "Evaluate every N optimizer steps (with eval_strategy: steps).", min=1)
+    logging_steps: int = field(50, "Log train loss and LR every N optimizer steps.", min=1)
+    checkpointing_steps: Optional[str] = field(None, "Save state every N optimizer steps, or 'epoch'; unset: never.")
+    save_total_limit: Optional[int] = field(2, "Keep only the newest N checkpoints.", min=1)
+    resume_from_checkpoint: Optional[str] = field(
+        None, "Checkpoint folder to resume from; unset resumes from the newest in output_dir if any.")
+    report_to: str = field("none", "Trackers for accelerate's log_with: tensorboard, wandb, all or none.")
+    target_metric: Optional[str] = field(None, "Metric for time-to-target, e.g. eval_accuracy.")
+    target_value: Optional[float] = field(None, "Value of target_metric that counts as reached.")
+    dataloader_num_workers: int = field(0, "Worker processes per data loader.", min=0)
+    max_train_samples: Optional[int] = field(None, "Truncate the training set (quick runs).", min=1)
+    max_eval_samples: Optional[int] = field(None, "Truncate the evaluation set (quick runs).", min=1)
+    push_to_hub: bool = field(False, "Upload the final model folder to the Hugging Face Hub.")
+    hub_model_id: Optional[str] = field(None, "Hub repo id (user/name) for push_to_hub.")
+    dry_run: bool = field(False, "Print the resolved plan (batch, LR, steps, schedule) and exit.", cli_only=True)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def coerce(name: str, value: Any, tp: Any, where: str) -> Any:
+    """Convert ``value`` (from YAML or the command line) to the field's type, or raise a clear error."""
+    base, optional = _unwrap_optional(tp)
+    if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~") and optional):
+        if optional:
+            return None
+        raise UserError(f"{name} in {where} cannot be null")
+    origin = typing.get_origin(base)
+
+    def bad(expected: str) -> UserError:
+        return UserError(f"{name} in {where} must be {expected}, got {value!r}")
+
+    if origin is Literal:
+        choices = typing.get_args(base)
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted no/off/yes/on as a bool
+            value = next((c for c in choices if str(c).lower() in (_TRUE if value else _FALSE)), value)
+        if value not in choices:
+            raise bad("one of " + ", ".join(map(str, choices)))
+        return value
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise bad("true or false")
+    if base is int:
+        if isinstance(value, bool):
+            raise bad("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise bad("an integer")
+    if base is float:
+        if isinstance(value, bool):
+            raise bad("a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise bad("a number")
+    if base is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad("a string")
+    if base is list or origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise bad("a list")
+        # "30,60" and "30 60" both split, whether one YAML string or one command-line word
+        items = [v for item in value for v in (item.replace(",", " ").split() if isinstance(item, str) else [item])]
+        item_type = (typing.get_args(base) or (Any,))[0]
+        if item_type is Any:
+            return [yaml.safe_load(v) if isinstance(v, str) else v for v in items]
+        return [coerce(name, v, item_type, where) for v in items]
+    return value
+
+
+def _check_range(name: str, value: Any, meta: dict, where: str) -> None:
+    if value is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (value < lo or (meta.get("exclusive_min") and value == lo)):
+        op = ">" if meta.get("exclusive_min") else ">="
+        raise UserError(f"{name} in {where} must be {op} {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise UserError(f"{name} in {where} must be <= {hi}, got {value}")
+
+
+def _closest(name: str, names: Sequence[str]) -> str:
+    match = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else "; see --help for valid fields"
+
+
+def load_recipe(path: str | Path, fields: dict[str, dataclasses.Field]) -> dict[str, Any]:
+    """Read a YAML recipe and return its values checked against the fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"recipe file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"recipe file {path} is not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"recipe file {path} must be a mapping of field: value, got {type(data).__name__}")
+    values = {}
+    for key, value in data.items():
+        if key not in fields or fields[key].metadata.get("cli_only"):
+            raise UserError(f"unknown field '{key}' in {path}{_closest(str(key), list(fields))}")
+        values[key] = coerce(key, value, fields[key].type, str(path))
+    return values
+
+
+def _all_fields(classes: Sequence[type]) -> dict[str, dataclasses.Field]:
+    fields: dict[str, dataclasses.Field] = {}
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            f.type = hints[f.name]
+            fields[f.name] = f
+    return fields
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # argparse would print usage and exit
+        raise UserError(f"command line: {message}; see --help")
+
+
+def _build_parser(prog: str, classes: Sequence[type]) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, allow_abbrev=False, argument_default=argparse.SUPPRESS,
+                                     description="Recipe fields; precedence: default < --config file < flag.")
+    parser.add_argument("--config", help="YAML recipe whose keys are the fields below.")
+    for cls in classes:
+        group = parser.add_argument_group(cls.__name__)
+        for f in dataclasses.fields(cls):
+            tp, _ = _unwrap_optional(typing.get_type_hints(cls)[f.name])
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            kwargs: dict[str, Any] = {"help": f"{f.metadata['help']} (default: {default})"}
+            if tp is bool:
+                kwargs.update(nargs="?", const="true", metavar="BOOL")
+            elif tp is list or typing.get_origin(tp) is list:
+                kwargs.update(nargs="*", metavar="V")
+            else:
+                kwargs["metavar"] = "|".join(typing.get_args(tp)) if typing.get_origin(tp) is Literal else tp.__name__.upper()
+            group.add_argument(f"--{f.name}", **kwargs)
+    return parser
+
+
+def parse_args(classes: Sequence[type], argv: Sequence[str] | None = None, prog: str | None = None) -> list[Any]:
+    """Resolve dataclass instances from defaults, ``--config`` and command-line flags."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fields = _all_fields(classes)
+    parser = _build_parser(prog or Path(sys.argv[0]).name, classes)
+    ns, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flag = next((u for u in unknown if u.startswith("-")), unknown[0])
+        key = flag.lstrip("-").split("=")[0]
+        hint = _closest(key, list(fields)) if flag.startswith("-") else "; flags look like --field value"
+        raise UserError(f"unknown command-line argument '{flag}'{hint}")
+    cli = vars(ns)
+    config = cli.pop("config", None)
+    values = load_recipe(config, fields) if config else {}
+    for key, raw in cli.items():
+        values[key] = coerce(key, raw, fields[key].type, "the command line")
+    where = {k: ("the command line" if k in cli else str(config)) for k in values}
+    out = []
+    for cls in classes:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in names}
+        for k, v in kwargs.items():
+            _check_range(k, v, fields[k].metadata, where[k])
+        out.append(cls(**kwargs))
+    return out
+
+
+def to_dict(*objs: Any) -> dict[str, Any]:
+    """Flatten dataclass instances into one recipe mapping (for config.yaml)."""
+    merged: dict[str, Any] = {}
+    for obj in objs:
+        merged.update({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+                       if not f.metadata.get("cli_only")})
+    return merged

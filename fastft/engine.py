@@ -1,0 +1,322 @@
+"""The one training loop every task runs: accelerate, accumulation, evaluation, checkpoints.
+
+A task (``fastft.tasks.base.Task``) contributes data, model, loss and metric;
+this module owns everything from ``accelerator.prepare`` to ``optimizer.step()``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, PartialState
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from fastft import checkpoints, reporting
+from fastft.config import TrainingArguments, parse_args, to_dict
+from fastft.errors import UserError, exit_on_user_error
+from fastft.optim import build_optimizer, set_backbone_frozen
+from fastft.plan import TrainPlan, make_plan
+from fastft.plots import write_plots
+from fastft.schedules import Scheduler
+from fastft.tasks.base import Task
+
+
+class _SeededSamples(torch.utils.data.Dataset):
+    """Each sample's augmentation draws from an RNG seeded by (seed, epoch, index).
+
+    accelerate prefetches a batch ahead and a resume re-reads the skipped batches,
+    so augmentations drawn from the global RNG would differ after a resume.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        seed = hash((self.seed, self.epoch, index)) & 0xFFFF_FFFF
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+
+def main(task_cls: type[Task], task_args_cls: type, argv: Optional[Sequence[str]] = None) -> Optional[dict]:
+    """Entry point of every ``scripts/train_*.py``: parse the recipe, then dry-run or train."""
+
+    @exit_on_user_error
+    def run() -> Optional[dict]:
+        task_args, args = parse_args([task_args_cls, TrainingArguments], argv)
+        _check_common(args)
+        task = task_cls(task_args, args)
+        if args.dry_run:
+            print(dry_run(task, args))
+            return None
+        return train(task, args)
+
+    return run()
+
+
+def _check_common(args: TrainingArguments) -> None:
+    if not args.output_dir:
+        raise UserError("output_dir is required: set it in the recipe or pass --output_dir DIR")
+    if (args.target_metric is None) != (args.target_value is None):
+        raise UserError("target_metric and target_value go together: set both or neither")
+    if args.checkpointing_steps not in (None, "epoch") and not str(args.checkpointing_steps).isdigit():
+        raise UserError(f"checkpointing_steps must be a whole number of steps or 'epoch', "
+                        f"got {args.checkpointing_steps!r}")
+    if args.eval_strategy == "steps" and not args.eval_steps:
+        raise UserError("eval_strategy 'steps' needs eval_steps (evaluate every N optimizer steps)")
+
+
+def dry_run(task: Task, args: TrainingArguments) -> str:
+    """The resolved plan for this launch (world size from accelerate), without training."""
+    world = PartialState().num_processes
+    plan = make_plan(args, task.num_train_samples(), world, task.drop_last)
+    precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    lines = [plan.describe(), f"mixed precision:            {precision or 'no'}"] + task.describe()
+    return "\n".join(lines)
+
+
+def _make_accelerator(args: TrainingArguments) -> Accelerator:
+    handlers = []
+    if args.freeze_epochs:  # frozen parameters get no gradient; DDP must not wait for them
+        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,
+        # Seeded per-epoch shuffling, so a resumed run sees the same data order.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+        kwargs_handlers=handlers,
+    )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise UserError("mixed_precision fp16 on CPU is silently ignored by accelerate; "
+                        "use bf16 (slow without bf16 hardware) or no")
+    return accelerator
+
+
+def _prepare_output_dir(args: TrainingArguments, accelerator: Accelerator) -> Optional[Path]:
+    """Refuse to clobber a finished run; return the checkpoint to resume from, if any."""
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out} exists and is not a folder")
+    if args.overwrite_output_dir:
+        if accelerator.is_main_process:
+            for old in out.glob("checkpoint-*"):
+                shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        return checkpoints.resolve_resume(out, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    resume = checkpoints.resolve_resume(out, args.resume_from_checkpoint)
+    if (out / reporting.FINAL).exists() and resume is None:
+        raise UserError(f"output_dir {out} holds a finished run ({reporting.FINAL}); pass --overwrite_output_dir "
+                        f"true to replace it or choose another output_dir")
+    return resume
+
+
+class Trainer:
+    """State of one run; ``fit`` is the loop."""
+
+    def __init__(self, task: Task, args: TrainingArguments):
+        self.task, self.args = task, args
+        self.accelerator = acc = _make_accelerator(args)
+        resume = _prepare_output_dir(args, acc)
+        self.output_dir = Path(args.output_dir)
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        set_seed(args.seed)
+        train_set, eval_set = task.load_data()
+        model = task.build_model()
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.plan: TrainPlan = make_plan(args, len(train_set), acc.num_processes, task.drop_last)
+        optimizer = build_optimizer(model, args, self.plan.scaled_learning_rate)
+        self.train_set = _SeededSamples(train_set, args.seed)
+        # Workers are not persistent so each epoch's workers see the new train_set.epoch.
+        train_loader = DataLoader(self.train_set, batch_size=args.per_device_train_batch_size, shuffle=True,
+                                  collate_fn=task.collate, num_workers=args.dataloader_num_workers,
+                                  drop_last=task.drop_last)
+        eval_loader = DataLoader(eval_set, batch_size=args.per_device_eval_batch_size, collate_fn=task.collate,
+                                 num_workers=args.dataloader_num_workers)
+        self.model, self.optimizer, self.train_loader, self.eval_loader = acc.prepare(
+            model, optimizer, train_loader, eval_loader)
+        if len(self.train_loader) != self.plan.batches_per_epoch:
+            raise RuntimeError(f"plan expects {self.plan.batches_per_epoch} batches per epoch, "
+                               f"the loader gives {len(self.train_loader)}")
+        # Stepped by us once per optimizer step, so not passed to prepare (which steps it per process).
+        self.scheduler = Scheduler(self.optimizer, self.plan.schedule, self.plan.scaled_learning_rate)
+        self.state = checkpoints.TrainState()
+        acc.register_for_checkpointing(self.scheduler, self.state)
+        if resume is not None:
+            acc.print(f"Resuming from {resume}")
+            acc.load_state(str(resume))
+        self.log = reporting.RunLog(self.output_dir, acc.is_main_process, self.state.step if resume else None)
+        self.head = list(task.head_parameters(acc.unwrap_model(self.model)))
+        if acc.is_main_process:
+            reporting.write_config(self.output_dir, to_dict(task.task_args, args), self.plan.as_dict())
+        if acc.log_with:
+            acc.init_trackers("fastft", config={k: v for k, v in to_dict(task.task_args, args).items()
+                                                if isinstance(v, (int, float, str, bool))})
+
+    def evaluate(self) -> dict[str, float]:
+        """Metrics over the whole eval set; gather_for_metrics drops the duplicates padding adds."""
+        self.model.eval()
+        parts: dict[str, list[torch.Tensor]] = {}
+        with torch.no_grad():
+            for batch in self.eval_loader:
+                outputs = self.task.evaluation_step(self.model, batch)
+                for key, value in self.accelerator.gather_for_metrics(outputs).items():
+                    parts.setdefault(key, []).append(value.cpu())
+        self.model.train()
+        gathered = {k: torch.cat(v) for k, v in parts.items()}
+        metrics = self.task.compute_metrics(gathered)
+        metrics["eval_loss"] = gathered["loss"].float().mean().item()
+        metrics["eval_samples"] = len(gathered["loss"])
+        return metrics
+
+    def _elapsed(self) -> float:
+        return self.state.elapsed_s + time.perf_counter() - self._t0
+
+    def _on_eval(self, epoch_float: float) -> dict[str, float]:
+        args, state = self.args, self.state
+        metrics = self.evaluate()
+        state.last_eval_step = state.step
+        main = metrics.get(self.task.main_metric)
+        better = (lambda a, b: a > b) if self.task.greater_is_better else (lambda a, b: a < b)
+        if main is not None and (state.best_metric is None or better(main, state.best_metric)):
+            state.best_metric = main
+        if args.target_metric and state.time_to_target_s is None:
+            value = metrics.get(args.target_metric)
+            if value is None:
+                raise UserError(f"target_metric {args.target_metric} is not among the metrics "
+                                f"{', '.join(sorted(metrics))}")
+            higher = args.target_metric != "eval_loss" and self.task.greater_is_better
+            if (value >= args.target_value) if higher else (value <= args.target_value):
+                state.time_to_target_s = self._elapsed()
+        row = {"step": state.step, "epoch": round(epoch_float, 4), "elapsed_s": round(self._elapsed(), 3),
+               **metrics}
+        self.log.eval(row)
+        self.accelerator.log(metrics, step=state.step)
+        self.accelerator.print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in row.items()))
+        return metrics
+
+    def fit(self) -> dict[str, Any]:
+        args, acc, state, plan = self.args, self.accelerator, self.state, self.plan
+        self._t0 = time.perf_counter()
+        elapsed_before, samples_before = state.elapsed_s, state.step * plan.global_batch_size
+        every = int(args.checkpointing_steps) if str(args.checkpointing_steps).isdigit() else None
+        progress = tqdm(total=plan.total_steps, initial=state.step, disable=not acc.is_local_main_process,
+                        desc="training")
+        running, micro = torch.zeros((), device=acc.device), 0
+        metrics: dict[str, float] = {}
+        self.model.train()
+        while state.step < plan.total_steps:
+            epoch = state.epoch
+            set_backbone_frozen(acc.unwrap_model(self.model), self.head, frozen=epoch < args.freeze_epochs)
+            self.train_loader.set_epoch(epoch)
+            self.train_set.epoch = epoch
+            loader = self.train_loader
+            if state.batches_in_epoch:
+                loader = acc.skip_first_batches(self.train_loader, state.batches_in_epoch)
+            for batch in loader:
+                with acc.accumulate(self.model):
+                    loss = self.task.training_loss(self.model, batch)
+                    acc.backward(loss)
+                    if acc.sync_gradients and args.max_grad_norm > 0:
+                        acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                state.batches_in_epoch += 1
+                running += loss.detach()
+                micro += 1
+                if not acc.sync_gradients:
+                    continue
+                if not acc.optimizer_step_was_skipped:  # an fp16 overflow step does not advance the schedule
+                    self.scheduler.step()
+                state.step += 1
+                progress.update(1)
+                epoch_float = epoch + state.batches_in_epoch / plan.batches_per_epoch
+                if state.step % args.logging_steps == 0 or state.step == plan.total_steps:
+                    mean_loss = acc.gather(running / micro).mean().item()
+                    if not math.isfinite(mean_loss):
+                        raise UserError(f"the training loss is {mean_loss} at optimizer step {state.step}; "
+                                        f"likely causes: learning rate too high or fp16 overflow")
+                    row = {"step": state.step, "epoch": round(epoch_float, 4), "loss": mean_loss,
+                           "learning_rate": self.scheduler.get_last_lr()[0],
+                           "momentum": self.scheduler.last_momentum()}
+                    self.log.train(row)
+                    acc.log({k: v for k, v in row.items() if k != "step"}, step=state.step)
+                    progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    running.zero_()
+                    micro = 0
+                if args.eval_strategy == "steps" and state.step % args.eval_steps == 0:
+                    metrics = self._on_eval(epoch_float)
+                if every and state.step % every == 0:
+                    self._checkpoint()
+                if state.step >= plan.total_steps:
+                    break
+            else:  # the epoch ran to its end
+                state.epoch += 1
+                state.batches_in_epoch = 0
+                if args.eval_strategy == "epoch":
+                    metrics = self._on_eval(float(state.epoch))
+                if args.checkpointing_steps == "epoch":
+                    self._checkpoint()
+        progress.close()
+        if state.last_eval_step != state.step or not metrics:
+            metrics = self._on_eval(state.step / plan.steps_per_epoch)
+        runtime = self._elapsed()
+        samples = state.step * plan.global_batch_size
+        final = {**metrics,
+                 "train_runtime_s": round(runtime, 3),
+                 "train_samples_per_second": round((samples - samples_before) / max(runtime - elapsed_before, 1e-9), 3),
+                 "time_to_target_s": None if state.time_to_target_s is None else round(state.time_to_target_s, 3),
+                 "target_metric": args.target_metric, "target_value": args.target_value,
+                 "best_metric": state.best_metric, "num_processes": acc.num_processes,
+                 "global_batch_size": plan.global_batch_size, "learning_rate": plan.scaled_learning_rate,
+                 "total_steps": state.step, "epoch": round(state.step / plan.steps_per_epoch, 4)}
+        self._finish(final)
+        return final
+
+    def _checkpoint(self) -> None:
+        self.state.elapsed_s = self._elapsed()
+        self._t0 = time.perf_counter()
+        checkpoints.save_checkpoint(self.accelerator, self.output_dir, self.state, self.args.save_total_limit)
+
+    def _finish(self, final: dict[str, Any]) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self.task.save_model(acc.unwrap_model(self.model), self.output_dir)
+            write_plots(self.output_dir, self.plan.schedule, self.plan.scaled_learning_rate,
+                        reporting.read_jsonl(self.output_dir / reporting.TRAIN_LOG),
+                        reporting.read_jsonl(self.output_dir / reporting.EVAL_LOG), self.task.main_metric)
+            reporting.write_json_atomic(self.output_dir / reporting.FINAL, final)
+        acc.end_training()
+        acc.wait_for_everyone()
+        acc.print(f"Done: {self.task.main_metric}={final.get(self.task.main_metric)} after {final['total_steps']} "
+                  f"steps in {final['train_runtime_s']:.0f}s. Model, metrics.json and plots/ are in "
+                  f"{self.output_dir.resolve()}")
+
+
+def train(task: Task, args: TrainingArguments) -> dict[str, Any]:
+    """Train ``task`` as the recipe says and return the final metrics."""
+    return Trainer(task, args).fit()

@@ -1,0 +1,49 @@
+"""Optimizer construction (timm's factory) and backbone freezing for transfer learning."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import timm.optim
+import torch
+from torch import nn
+
+from fastft.config import TrainingArguments
+from fastft.errors import UserError
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+def build_optimizer(model: nn.Module, args: TrainingArguments, lr: float) -> torch.optim.Optimizer:
+    """timm's create_optimizer_v2: no weight decay on biases/norms, layer-wise LR decay via ``lr_scale``.
+
+    Build it before any freezing: timm leaves out parameters that do not
+    require grad, and they would never train after unfreezing.
+    """
+    if args.optim not in timm.optim.list_optimizers():
+        raise UserError(f"optim '{args.optim}' is not a timm optimizer; valid: adamw, sgd, momentum, lamb, "
+                        f"lars, adafactor, ... (timm.optim.list_optimizers())")
+    info = timm.optim.get_optimizer_info(args.optim)
+    extra = {}
+    if info.has_betas:
+        extra["betas"] = (args.adam_beta1, args.adam_beta2)
+    if info.has_eps:
+        extra["eps"] = args.adam_epsilon
+    if args.layer_decay is not None and not hasattr(model, "group_matcher"):
+        raise UserError(f"layer_decay needs a model that groups its layers (timm models do); "
+                        f"{type(model).__name__} does not: unset layer_decay")
+    return timm.optim.create_optimizer_v2(
+        model, opt=args.optim, lr=lr, weight_decay=args.weight_decay, momentum=args.momentum,
+        layer_decay=args.layer_decay, **extra)
+
+
+def set_backbone_frozen(model: nn.Module, head_params: Iterable[nn.Parameter], frozen: bool) -> None:
+    """Freeze everything but the head and the norm layers (fastai's ``train_bn``), or unfreeze all.
+
+    Frozen parameters skip their backward pass, which is what makes the
+    head-only epochs fast.
+    """
+    keep = {id(p) for p in head_params}
+    for module in model.modules():
+        is_norm = isinstance(module, _NORMS)
+        for param in module.parameters(recurse=False):
+            param.requires_grad_(not frozen or is_norm or id(param) in keep)

@@ -1,0 +1,120 @@
+"""The resolved training plan: global batch, scaled LR, warmup and total optimizer steps.
+
+Everything here is derived from the recipe, the dataset size and the number of
+processes, so ``--dry_run`` prints exactly what training will do.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from fastft.config import TrainingArguments
+from fastft.errors import UserError
+from fastft.schedules import Schedule, scale_lr
+
+
+@dataclasses.dataclass
+class TrainPlan:
+    num_processes: int
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    global_batch_size: int
+    num_train_samples: int
+    batches_per_epoch: int  # per process
+    steps_per_epoch: int  # optimizer steps
+    total_steps: int
+    num_epochs: float
+    warmup_steps: int
+    learning_rate: float  # as stated in the recipe
+    reference_batch_size: int | None
+    scaled_learning_rate: float
+    schedule: Schedule
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("schedule")
+        out["lr_scheduler_type"] = self.schedule.kind
+        return out
+
+    def describe(self) -> str:
+        s = self.schedule
+        ref = (f"{self.learning_rate:g} at reference batch {self.reference_batch_size}"
+               if self.reference_batch_size else f"{self.learning_rate:g} (no LR scaling)")
+        checkpoints = sorted({0, self.warmup_steps, self.total_steps // 2, self.total_steps - 1})
+        points = ", ".join(f"step {t}: {self.scaled_learning_rate * s.lr_factor(t):.4g}" for t in checkpoints
+                           if 0 <= t < self.total_steps)
+        lines = [
+            f"world size (processes):     {self.num_processes}",
+            f"per-device batch:           {self.per_device_train_batch_size}",
+            f"gradient accumulation:      {self.gradient_accumulation_steps}",
+            f"global batch:               {self.global_batch_size}",
+            f"training samples:           {self.num_train_samples}",
+            f"optimizer steps per epoch:  {self.steps_per_epoch}",
+            f"total optimizer steps:      {self.total_steps} ({self.num_epochs:.3g} epochs)",
+            f"learning rate (recipe):     {ref}",
+            f"learning rate (scaled):     {self.scaled_learning_rate:.6g}",
+            f"warmup steps:               {self.warmup_steps}"
+            + (f" (from {s.warmup_start * self.scaled_learning_rate:.4g})" if s.warmup_start else ""),
+            f"schedule:                   {s.kind}; LR at {points}",
+        ]
+        if s.momentum(0) is not None:
+            lines.append(f"momentum/beta1 cycled:      {s.momentum(0):g} -> "
+                         f"{min(s.momentum(t) for t in range(0, self.total_steps, max(1, self.total_steps // 200)))}"
+                         f" at the LR peak")
+        return "\n".join(lines)
+
+
+def batches_per_process(num_samples: int, batch_size: int, num_processes: int, drop_last: bool) -> int:
+    """Batches each process sees per epoch, as accelerate shards with even_batches=True."""
+    total = num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)
+    return total // num_processes if drop_last else math.ceil(total / num_processes)
+
+
+def make_plan(args: TrainingArguments, num_train_samples: int, num_processes: int,
+              drop_last: bool = False) -> TrainPlan:
+    """Resolve steps, warmup, LR and schedule for this dataset and world size."""
+    batches = batches_per_process(num_train_samples, args.per_device_train_batch_size, num_processes, drop_last)
+    # a global batch must fit in the data (as drop_last already demands); else LR scaling assumes samples
+    # that are not there, and even_batches would pad every process's batch with repeats
+    if args.per_device_train_batch_size * num_processes > num_train_samples:
+        raise UserError(f"per_device_train_batch_size {args.per_device_train_batch_size} x {num_processes} "
+                        f"processes is larger than the {num_train_samples} training samples; lower it")
+    steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
+    if args.max_steps > 0:
+        total = args.max_steps
+    else:
+        total = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+    if args.warmup_steps < 1:
+        warmup = round(args.warmup_steps * total)
+    elif float(args.warmup_steps).is_integer():
+        warmup = int(args.warmup_steps)
+    else:
+        raise UserError(f"warmup_steps must be a whole number of steps or a ratio < 1, got {args.warmup_steps}")
+    if args.lr_scheduler_type == "one_cycle" and warmup == 0:
+        warmup = max(1, round(args.one_cycle_pct_start * total))
+    if warmup >= total and args.lr_scheduler_type != "constant":
+        raise UserError(f"warmup_steps ({warmup}) must be fewer than the total optimizer steps ({total})")
+
+    global_batch = args.per_device_train_batch_size * num_processes * args.gradient_accumulation_steps
+    scaled = scale_lr(args.learning_rate, global_batch, args.reference_batch_size, args.lr_scaling)
+    schedule = Schedule(
+        kind=args.lr_scheduler_type, total_steps=total, warmup_steps=warmup,
+        # Goyal et al. warm up from the reference LR to the scaled one; otherwise from 0.
+        warmup_start=args.learning_rate / scaled if scaled > args.learning_rate else 0.0,
+        min_lr_ratio=args.min_lr_ratio,
+        milestones=tuple(sorted(round(float(e) * steps_per_epoch) for e in args.lr_decay_epochs)),  # for bisect
+        decay_rate=args.lr_decay_rate, div_factor=args.one_cycle_div_factor,
+        final_div_factor=args.one_cycle_final_div_factor, anneal=args.one_cycle_anneal,
+        cyclic_mode=args.cyclic_mode, cyclic_base=args.cyclic_base_lr_ratio,
+        cyclic_step_size=args.cyclic_step_size or 2 * steps_per_epoch, cyclic_gamma=args.cyclic_gamma,
+        cycle_momentum=args.cycle_momentum, base_momentum=args.base_momentum, max_momentum=args.max_momentum,
+    )
+    return TrainPlan(
+        num_processes=num_processes, per_device_train_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, global_batch_size=global_batch,
+        num_train_samples=num_train_samples, batches_per_epoch=batches, steps_per_epoch=steps_per_epoch,
+        total_steps=total, num_epochs=total / steps_per_epoch, warmup_steps=warmup,
+        learning_rate=args.learning_rate, reference_batch_size=args.reference_batch_size,
+        scaled_learning_rate=scaled, schedule=schedule,
+    )

@@ -1,0 +1,77 @@
+"""Files a run leaves in output_dir: config.yaml, train_log.jsonl, metrics.jsonl, metrics.json.
+
+Only the main process writes. On resume the logs are cut back to the
+checkpoint's step, so a killed run's extra lines are not counted twice.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+TRAIN_LOG = "train_log.jsonl"
+EVAL_LOG = "metrics.jsonl"
+FINAL = "metrics.json"
+CONFIG = "config.yaml"
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({k: _clean(v) for k, v in data.items()}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_config(output_dir: Path, recipe: dict[str, Any], derived: dict[str, Any]) -> None:
+    """The resolved recipe (loadable again with --config) and, commented apart, what was derived."""
+    text = yaml.safe_dump({k: _clean(v) for k, v in recipe.items()}, sort_keys=False)
+    derived_text = yaml.safe_dump({k: _clean(v) for k, v in derived.items()}, sort_keys=False)
+    body = "".join(f"#   {line}\n" for line in derived_text.splitlines())
+    (output_dir / CONFIG).write_text(f"# Resolved fastft recipe.\n{text}\n# Derived for this run:\n{body}")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+    return rows
+
+
+class RunLog:
+    """Append-only JSON-lines logs for training and evaluation."""
+
+    def __init__(self, output_dir: Path, enabled: bool, resume_step: Optional[int]):
+        self.output_dir, self.enabled = output_dir, enabled
+        if not enabled:
+            return
+        for name in (TRAIN_LOG, EVAL_LOG):
+            path = output_dir / name
+            keep = [r for r in read_jsonl(path) if resume_step is not None and r.get("step", 0) <= resume_step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.output_dir / name, "a") as f:
+                f.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+
+    def train(self, row: dict[str, Any]) -> None:
+        self._append(TRAIN_LOG, row)
+
+    def eval(self, row: dict[str, Any]) -> None:
+        self._append(EVAL_LOG, row)

@@ -1,0 +1,62 @@
+"""What a task contributes to the engine: its data, model, loss and metric."""
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from fastft.config import TrainingArguments
+
+
+class Task(abc.ABC):
+    """One fine-tuning task. The engine owns the loop; a task never steps an optimizer."""
+
+    main_metric: str = "eval_accuracy"
+    greater_is_better: bool = True
+    drop_last: bool = False  # drop the last incomplete training batch
+
+    def __init__(self, task_args: Any, args: TrainingArguments):
+        self.task_args, self.args = task_args, args
+
+    @abc.abstractmethod
+    def num_train_samples(self) -> int:
+        """Training-set size, for the plan; may avoid loading the data (dry runs)."""
+
+    @abc.abstractmethod
+    def load_data(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+        """The train and eval datasets, already cut to max_*_samples."""
+
+    @abc.abstractmethod
+    def build_model(self) -> nn.Module:
+        """The model, with pretrained weights and a head sized for the data."""
+
+    @abc.abstractmethod
+    def collate(self, examples: list[Any]) -> dict[str, torch.Tensor]:
+        """Examples to a batch of tensors (the engine's data loaders call it)."""
+
+    @abc.abstractmethod
+    def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean loss of one micro-batch, with the task's regularisation applied."""
+
+    @abc.abstractmethod
+    def evaluation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-sample tensors (``loss`` at least) that the engine gathers across processes."""
+
+    @abc.abstractmethod
+    def compute_metrics(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Metrics (names start with ``eval_``) from the gathered evaluation outputs."""
+
+    @abc.abstractmethod
+    def head_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
+        """Parameters of the new head: the only ones trained during freeze_epochs."""
+
+    @abc.abstractmethod
+    def save_model(self, model: nn.Module, output_dir: Path) -> None:
+        """Write the model so the ecosystem reloads it (and this script, via model_name_or_path)."""
+
+    def describe(self) -> list[str]:
+        """Extra lines for the dry-run plan."""
+        return []

@@ -1,0 +1,238 @@
+"""Image classification: HF datasets in, timm models (pretrained, new head) out."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import datasets
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastft import assets
+from fastft.config import TrainingArguments, field
+from fastft.errors import UserError
+from fastft.metrics import load_metric
+from fastft.models import create_timm_model, save_timm_model
+from fastft.regularization import MixupCutmix, classification_loss
+from fastft.tasks.base import Task
+
+# Train-set sizes of well-known Hub datasets, so a dry run plans without downloading them.
+KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "uoft-cs/cifar10": 50_000, "cifar100": 50_000, "uoft-cs/cifar100": 50_000,
+                     "imagenet-1k": 1_281_167, "ILSVRC/imagenet-1k": 1_281_167, "food101": 75_750,
+                     "ethz/food101": 75_750, "zalando-datasets/fashion_mnist": 60_000, "fashion_mnist": 60_000}
+IMAGE_COLUMNS = ("image", "img", "pixel_values", "jpg", "png")
+LABEL_COLUMNS = ("label", "labels", "fine_label", "cls", "class")
+
+
+@dataclasses.dataclass
+class ImageArguments:
+    """Fields of the image-classification task."""
+
+    model_name_or_path: str = field(None, "timm name, Hub id (timm/resnet50.a1_in1k), local folder or fastft: asset.")
+    pretrained: bool = field(True, "Load pretrained weights; false trains the same architecture from scratch.")
+    zero_init_head: bool = field(True, "Start a new head at zero on pretrained weights (BiT, Kolesnikov et al. 2020).")
+    dataset_name: str = field("fastft:fashion_mnist", "HF dataset: Hub name, 'imagefolder' (with data_dir) or fastft: asset.")
+    dataset_config_name: Optional[str] = field(None, "Configuration of the Hub dataset, if it has several.")
+    data_dir: Optional[str] = field(None, "Local folder for imagefolder: train/ and test/ or validation/ class folders.")
+    train_split: str = field("train", "Split to train on.")
+    eval_split: Optional[str] = field(None, "Split to evaluate on; unset: validation, else test, else held out.")
+    train_val_split: float = field(0.15, "Share of train held out for evaluation when there is no eval split.",
+                                   min=0, max=1, exclusive_min=True)
+    image_column: Optional[str] = field(None, "Column holding the images; unset: detected.")
+    label_column: Optional[str] = field(None, "Column holding the class labels; unset: detected.")
+    image_size: Optional[int] = field(None, "Input resolution; unset: the model's pretrained size.", min=8)
+    eval_crop_pct: Optional[float] = field(None, "Center-crop share at evaluation; unset: the model's.",
+                                           min=0, max=1, exclusive_min=True)
+    train_crop_scale_min: float = field(0.08, "Smallest area share of RandomResizedCrop in training.",
+                                        min=0, max=1, exclusive_min=True)
+    hflip: float = field(0.5, "Probability of a horizontal flip in training.", min=0, max=1)
+    auto_augment: Optional[str] = field(None, "timm auto-augment policy, e.g. rand-m9-mstd0.5; unset: none.")
+    mixup_alpha: float = field(0.0, "Mixup Beta(alpha, alpha); 0 turns mixup off (Zhang et al. 2018).", min=0)
+    cutmix_alpha: float = field(0.0, "CutMix Beta(alpha, alpha); 0 turns cutmix off (Yun et al. 2019).", min=0)
+    mixup_prob: float = field(1.0, "Probability of mixing a batch.", min=0, max=1)
+    mixup_switch_prob: float = field(0.5, "Probability of cutmix instead of mixup when both are on.", min=0, max=1)
+
+
+class _Images(torch.utils.data.Dataset):
+    """Decodes and transforms one example at a time (so workers share the Arrow table)."""
+
+    def __init__(self, ds: datasets.Dataset, image_column: str, label_column: str, transform: Any):
+        self.ds, self.image_column, self.label_column, self.transform = ds, image_column, label_column, transform
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        row = self.ds[i]
+        return self.transform(row[self.image_column].convert("RGB")), int(row[self.label_column])
+
+
+class ImageTask(Task):
+    main_metric = "eval_accuracy"
+
+    def __init__(self, task_args: ImageArguments, args: TrainingArguments):
+        super().__init__(task_args, args)
+        if not task_args.model_name_or_path:
+            raise UserError("model_name_or_path is required: a timm name, Hub id, local folder or fastft: asset")
+        self.label_names: Optional[list[str]] = None
+        self.mixup: Optional[MixupCutmix] = None
+        self._model: Optional[nn.Module] = None
+
+    # -- data --------------------------------------------------------------------------
+    def _load_raw(self) -> datasets.DatasetDict:
+        a = self.task_args
+        if assets.is_asset(a.dataset_name):
+            return assets.dataset_asset(a.dataset_name)
+        if a.dataset_name == "imagefolder":
+            if not a.data_dir or not Path(a.data_dir).is_dir():
+                raise UserError(f"dataset_name imagefolder needs data_dir, a folder with train/ and test/ or "
+                                f"validation/ class folders; got {a.data_dir!r}")
+            return datasets.load_dataset("imagefolder", data_dir=a.data_dir)
+        try:
+            return datasets.load_dataset(a.dataset_name, a.dataset_config_name, data_dir=a.data_dir)
+        except (FileNotFoundError, ConnectionError, OSError, ValueError) as err:
+            raise UserError(f"could not load dataset_name {a.dataset_name!r} ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:200]}); use a Hub dataset name (online), "
+                            f"'imagefolder' with data_dir, or fastft:fashion_mnist") from None
+
+    def _splits(self) -> tuple[datasets.Dataset, datasets.Dataset]:
+        a, raw = self.task_args, self._load_raw()
+        if a.train_split not in raw:
+            raise UserError(f"train_split {a.train_split!r} is not in dataset {a.dataset_name}; "
+                            f"it has {', '.join(raw)}")
+        train = raw[a.train_split]
+        self.image_column = self._column(train, a.image_column, IMAGE_COLUMNS, "image_column")
+        self.label_column = self._column(train, a.label_column, LABEL_COLUMNS, "label_column")
+        if a.eval_split is not None:
+            if a.eval_split not in raw:
+                raise UserError(f"eval_split {a.eval_split!r} is not in dataset {a.dataset_name}; "
+                                f"it has {', '.join(raw)}")
+            evaluation = raw[a.eval_split]
+        elif "validation" in raw or "test" in raw:
+            evaluation = raw["validation" if "validation" in raw else "test"]
+        else:  # deterministic held-out share, stratified when labels are classes
+            stratify = self.label_column if isinstance(train.features[self.label_column],
+                                                       datasets.ClassLabel) else None
+            parts = train.train_test_split(test_size=a.train_val_split, seed=self.args.seed,
+                                           stratify_by_column=stratify)
+            train, evaluation = parts["train"], parts["test"]
+        if self.args.max_train_samples:
+            train = train.shuffle(seed=self.args.seed).select(range(min(self.args.max_train_samples, len(train))))
+        if self.args.max_eval_samples:
+            evaluation = evaluation.shuffle(seed=self.args.seed).select(
+                range(min(self.args.max_eval_samples, len(evaluation))))
+        return train, evaluation
+
+    @staticmethod
+    def _column(ds: datasets.Dataset, name: Optional[str], candidates: tuple, field_name: str) -> str:
+        if name is not None:
+            if name not in ds.column_names:
+                raise UserError(f"{field_name} {name!r} is not a column of the dataset; "
+                                f"it has {', '.join(ds.column_names)}")
+            return name
+        for candidate in candidates:
+            if candidate in ds.column_names:
+                return candidate
+        raise UserError(f"no {field_name.split('_')[0]} column found among {', '.join(ds.column_names)}; "
+                        f"set {field_name}")
+
+    def _labels(self, train: datasets.Dataset, evaluation: datasets.Dataset) -> list[str]:
+        feature = train.features[self.label_column]
+        if isinstance(feature, datasets.ClassLabel):
+            return list(feature.names)
+        values = sorted(set(train[self.label_column]) | set(evaluation[self.label_column]))
+        if not all(isinstance(v, int) and v >= 0 for v in values):
+            raise UserError(f"label_column {self.label_column!r} must hold class ids (0..N-1) or be a "
+                            f"datasets.ClassLabel; found {values[:5]}")
+        return [str(i) for i in range(values[-1] + 1)]
+
+    def num_train_samples(self) -> int:
+        a = self.task_args
+        if a.dataset_name in KNOWN_TRAIN_SIZES and not a.data_dir:
+            n = KNOWN_TRAIN_SIZES[a.dataset_name]
+            return min(n, self.args.max_train_samples or n)
+        return len(self._splits()[0])
+
+    def load_data(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+        train, evaluation = self._splits()
+        self.label_names = self._labels(train, evaluation)
+        model = self.build_model()
+        train_tf, eval_tf = self._transforms(model)
+        a = self.task_args
+        if a.mixup_alpha > 0 or a.cutmix_alpha > 0:
+            self.mixup = MixupCutmix(len(self.label_names), a.mixup_alpha, a.cutmix_alpha, a.mixup_prob,
+                                     a.mixup_switch_prob, self.args.label_smoothing_factor)
+        self.metric = load_metric("accuracy")
+        return (_Images(train, self.image_column, self.label_column, train_tf),
+                _Images(evaluation, self.image_column, self.label_column, eval_tf))
+
+    def _transforms(self, model: nn.Module) -> tuple[Any, Any]:
+        from timm.data import create_transform, resolve_model_data_config
+
+        a = self.task_args
+        cfg = resolve_model_data_config(model)
+        if a.image_size:
+            cfg["input_size"] = (3, a.image_size, a.image_size)
+        if a.eval_crop_pct:
+            cfg["crop_pct"] = a.eval_crop_pct
+        common = dict(input_size=cfg["input_size"], mean=cfg["mean"], std=cfg["std"],
+                      interpolation=cfg.get("interpolation", "bilinear"))
+        train_tf = create_transform(**common, is_training=True, scale=(a.train_crop_scale_min, 1.0),
+                                    hflip=a.hflip, vflip=0.0, color_jitter=None, auto_augment=a.auto_augment)
+        eval_tf = create_transform(**common, is_training=False, crop_pct=cfg.get("crop_pct", 0.875),
+                                   crop_mode=cfg.get("crop_mode", "center"))
+        self.data_config = cfg
+        return train_tf, eval_tf
+
+    def collate(self, examples: list[tuple[torch.Tensor, int]]) -> dict[str, torch.Tensor]:
+        images, labels = zip(*examples)
+        return {"pixel_values": torch.stack(images), "labels": torch.tensor(labels, dtype=torch.long)}
+
+    # -- model ---------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        if self._model is None:
+            if self.label_names is None:
+                raise RuntimeError("load_data() must run before build_model()")
+            self._model = create_timm_model(self.task_args.model_name_or_path, len(self.label_names),
+                                            self.task_args.pretrained, self.task_args.zero_init_head)
+        return self._model
+
+    def head_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
+        return model.get_classifier().parameters()
+
+    def _inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = batch["pixel_values"]
+        return x.contiguous(memory_format=torch.channels_last) if self.args.channels_last else x
+
+    def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x, y = self._inputs(batch), batch["labels"]
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        return classification_loss(model(x), y, self.args.label_smoothing_factor)
+
+    def evaluation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = model(self._inputs(batch)).float()
+        return {"loss": F.cross_entropy(logits, batch["labels"], reduction="none"),
+                "predictions": logits.argmax(-1), "references": batch["labels"]}
+
+    def compute_metrics(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
+        result = self.metric.compute(predictions=outputs["predictions"].tolist(),
+                                     references=outputs["references"].tolist())
+        return {"eval_accuracy": result["accuracy"]}
+
+    def save_model(self, model: nn.Module, output_dir: Path) -> None:
+        save_timm_model(model, output_dir, {"label_names": self.label_names}, self.data_config)
+
+    def describe(self) -> list[str]:
+        a = self.task_args
+        tricks = [f"mixup_alpha={a.mixup_alpha}" if a.mixup_alpha else "",
+                  f"cutmix_alpha={a.cutmix_alpha}" if a.cutmix_alpha else "",
+                  f"label_smoothing={self.args.label_smoothing_factor}" if self.args.label_smoothing_factor else "",
+                  "channels_last" if self.args.channels_last else "",
+                  f"freeze_epochs={self.args.freeze_epochs}" if self.args.freeze_epochs else "",
+                  f"layer_decay={self.args.layer_decay}" if self.args.layer_decay else ""]
+        return [f"model:                      {a.model_name_or_path} (pretrained={a.pretrained})",
+                f"dataset:                    {a.dataset_name}",
+                f"tricks:                     {', '.join(t for t in tricks if t) or 'none'}"]
