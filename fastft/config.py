@@ -233,7 +233,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _build_parser(prog: str, classes: Sequence[type]) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, allow_abbrev=False, argument_default=argparse.SUPPRESS,
+    parser = _Parser(prog=prog, usage="%(prog)s [--config RECIPE.yaml] [--FIELD VALUE ...]", allow_abbrev=False, argument_default=argparse.SUPPRESS,
                                      description="Recipe fields; precedence: default < --config file < flag.")
     parser.add_argument("--config", help="YAML recipe whose keys are the fields below.")
     for cls in classes:

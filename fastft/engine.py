@@ -5,13 +5,14 @@ this module owns everything from ``accelerator.prepare`` to ``optimizer.step()``
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -81,6 +82,9 @@ def _check_common(args: TrainingArguments) -> None:
     if args.checkpointing_steps not in (None, "epoch") and not str(args.checkpointing_steps).isdigit():
         raise UserError(f"checkpointing_steps must be a whole number of steps or 'epoch', "
                         f"got {args.checkpointing_steps!r}")
+    if args.push_to_hub:
+        raise UserError("push_to_hub is not supported by this fastft version yet; upload output_dir with "
+                        "`huggingface-cli upload <hub_model_id> <output_dir>`")
     if args.eval_strategy == "steps" and not args.eval_steps:
         raise UserError("eval_strategy 'steps' needs eval_steps (evaluate every N optimizer steps)")
 
@@ -99,7 +103,9 @@ def _make_accelerator(args: TrainingArguments) -> Accelerator:
     if args.freeze_epochs:  # frozen parameters get no gradient; DDP must not wait for them
         handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
     accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        # Accumulation is done by the engine (Trainer._optimizer_step) so the loss is
+        # normalised over the whole window; accelerate sees one micro-batch per step.
+        gradient_accumulation_steps=1,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=args.output_dir,
@@ -172,7 +178,7 @@ class Trainer:
         if acc.is_main_process:
             reporting.write_config(self.output_dir, to_dict(task.task_args, args), self.plan.as_dict())
         if acc.log_with:
-            acc.init_trackers("fastft", config={k: v for k, v in to_dict(task.task_args, args).items()
+            acc.init_trackers("runs", config={k: v for k, v in to_dict(task.task_args, args).items()
                                                 if isinstance(v, (int, float, str, bool))})
 
     def evaluate(self) -> dict[str, float]:
@@ -218,6 +224,40 @@ class Trainer:
                                         for k, v in row.items()))
         return metrics
 
+    def _windows(self, loader: Any) -> Iterator[list[dict[str, torch.Tensor]]]:
+        """Micro-batches grouped by optimizer step (the last window of an epoch may be short)."""
+        window = []
+        for batch in loader:
+            window.append(batch)
+            if len(window) == self.args.gradient_accumulation_steps:
+                yield window
+                window = []
+        if window:
+            yield window
+
+    def _optimizer_step(self, window: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accumulate gradients over the window, sync once, step; return (summed loss, item count) here.
+
+        The loss is normalised per item (sample or target token) over the whole global
+        batch, counted before the first backward: a per-micro-batch mean would weight
+        short batches up and make accumulation differ from a larger batch.
+        """
+        acc = self.accelerator
+        items = torch.stack([torch.as_tensor(self.task.count_items(b), dtype=torch.float32) for b in window]).sum()
+        total = acc.reduce(items.to(acc.device), "sum")
+        scale = acc.num_processes / total.clamp(min=1)  # DDP averages gradients over processes
+        loss_sum = torch.zeros((), device=acc.device)
+        for i, batch in enumerate(window):
+            with contextlib.nullcontext() if i == len(window) - 1 else acc.no_sync(self.model):
+                loss = self.task.training_loss(self.model, batch)
+                acc.backward(loss * scale)
+            loss_sum += loss.detach().float()
+        if self.args.max_grad_norm > 0:
+            acc.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, items.to(acc.device)
+
     def fit(self) -> dict[str, Any]:
         args, acc, state, plan = self.args, self.accelerator, self.state, self.plan
         self._t0 = time.perf_counter()
@@ -225,7 +265,7 @@ class Trainer:
         every = int(args.checkpointing_steps) if str(args.checkpointing_steps).isdigit() else None
         progress = tqdm(total=plan.total_steps, initial=state.step, disable=not acc.is_local_main_process,
                         desc="training")
-        running, micro = torch.zeros((), device=acc.device), 0
+        running = torch.zeros(2, device=acc.device)  # loss sum, items since the last log line
         metrics: dict[str, float] = {}
         self.model.train()
         while state.step < plan.total_steps:
@@ -236,26 +276,18 @@ class Trainer:
             loader = self.train_loader
             if state.batches_in_epoch:
                 loader = acc.skip_first_batches(self.train_loader, state.batches_in_epoch)
-            for batch in loader:
-                with acc.accumulate(self.model):
-                    loss = self.task.training_loss(self.model, batch)
-                    acc.backward(loss)
-                    if acc.sync_gradients and args.max_grad_norm > 0:
-                        acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                state.batches_in_epoch += 1
-                running += loss.detach()
-                micro += 1
-                if not acc.sync_gradients:
-                    continue
+            for window in self._windows(loader):
+                loss_sum, items = self._optimizer_step(window)
+                state.batches_in_epoch += len(window)
+                running += torch.stack([loss_sum, items])
                 if not acc.optimizer_step_was_skipped:  # an fp16 overflow step does not advance the schedule
                     self.scheduler.step()
                 state.step += 1
                 progress.update(1)
                 epoch_float = epoch + state.batches_in_epoch / plan.batches_per_epoch
                 if state.step % args.logging_steps == 0 or state.step == plan.total_steps:
-                    mean_loss = acc.gather(running / micro).mean().item()
+                    loss_total, item_total = acc.reduce(running, "sum").tolist()
+                    mean_loss = loss_total / max(item_total, 1)
                     if not math.isfinite(mean_loss):
                         raise UserError(f"the training loss is {mean_loss} at optimizer step {state.step}; "
                                         f"likely causes: learning rate too high or fp16 overflow")
@@ -266,7 +298,6 @@ class Trainer:
                     acc.log({k: v for k, v in row.items() if k != "step"}, step=state.step)
                     progress.set_postfix(loss=f"{mean_loss:.4f}")
                     running.zero_()
-                    micro = 0
                 if args.eval_strategy == "steps" and state.step % args.eval_steps == 0:
                     metrics = self._on_eval(epoch_float)
                 if every and state.step % every == 0:

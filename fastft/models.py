@@ -1,4 +1,9 @@
-"""timm models from names, Hub ids, local folders or fastft assets; saved in timm's Hub layout."""
+"""Image classifiers from timm (names, Hub ids, folders, fastft assets) or transformers.
+
+Both families come back behind one interface: ``model(pixel_values) -> logits``,
+their preprocessing as a timm data config, their head, and a ``save`` that writes
+the layout their own library reloads.
+"""
 from __future__ import annotations
 
 import json
@@ -13,56 +18,140 @@ from fastft import assets
 from fastft.errors import UserError
 
 
-def timm_source(name: str) -> str:
-    """The identifier ``timm.create_model`` needs for a model_name_or_path."""
-    if assets.is_asset(name):
-        return f"local-dir:{assets.model_asset(name)}"
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def model_family(name: str) -> str:
+    """'timm' or 'transformers' for a model_name_or_path, without loading weights."""
+    if assets.is_asset(name) or name.startswith(("hf-hub:", "timm/")):
+        return "timm"
     path = Path(name).expanduser()
     if path.is_dir():
-        config = path / "config.json"
-        if not config.is_file() or "architecture" not in json.loads(config.read_text()):
-            raise UserError(f"model_name_or_path {name} is a folder without a timm config.json "
-                            f"(with 'architecture'); point it at a folder saved by fastft or timm")
-        return f"local-dir:{path.resolve()}"
+        config = _read_config(path)
+        if "architecture" in config:
+            return "timm"
+        if "model_type" in config:
+            return "transformers"
+        raise UserError(f"model_name_or_path {name} is a folder without a timm or transformers config.json; "
+                        f"point it at a folder saved by fastft, timm or transformers")
     if name.startswith(("/", "./", "../", "~")) or path.suffix in (".pth", ".safetensors", ".bin"):
         raise UserError(f"model_name_or_path {name} does not exist; give an existing folder, a timm name "
                         f"or a Hub id such as timm/resnet50.a1_in1k")
-    if name.startswith("hf-hub:"):
-        return name
-    if name.startswith("timm/") or (name.count("/") == 1 and not timm.is_model(name.split(".")[0])):
-        return f"hf-hub:{name}"
     if timm.is_model(name.split(".")[0]):
-        return name
+        return "timm"
+    if name.count("/") == 1:  # a Hub repo: its config says which library wrote it
+        from huggingface_hub import hf_hub_download
+
+        try:
+            config = json.loads(Path(hf_hub_download(name, "config.json")).read_text())
+        except Exception as err:  # offline, missing repo, gated repo: all end the same way for the user
+            raise UserError(f"could not read config.json of Hub model {name!r} ({type(err).__name__}); "
+                            f"check the id and the network, or use a local folder") from None
+        return "timm" if "architecture" in config else "transformers"
     raise UserError(f"model_name_or_path {name!r} is neither a local folder, a fastft: asset "
                     f"({', '.join(assets.MODEL_ASSETS)}), a timm model name nor a Hub id (org/name)")
 
 
-def create_timm_model(name: str, num_classes: int, pretrained: bool, zero_init_head: bool = True) -> nn.Module:
-    """A timm model with a ``num_classes`` head: the checkpoint's if it fits, else a new one.
+def _timm_source(name: str) -> str:
+    if assets.is_asset(name):
+        return f"local-dir:{assets.model_asset(name)}"
+    if Path(name).expanduser().is_dir():
+        return f"local-dir:{Path(name).expanduser().resolve()}"
+    if name.count("/") == 1 and not name.startswith("hf-hub:"):
+        return f"hf-hub:{name}"
+    return name
 
-    A new head on pretrained features starts at zero (BiT, Kolesnikov et al. 2020):
-    timm's random init gives large logits and a first loss far above log(num_classes).
+
+class _Logits(nn.Module):
+    """transformers classifiers return an output object; the engine wants logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def _zero_(module: nn.Module) -> None:
+    for param in module.parameters():
+        nn.init.zeros_(param)
+
+
+def create_image_classifier(name: str, label_names: list[str], pretrained: bool,
+                            zero_init_head: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """The model (``model(x) -> logits``) and its preprocessing as a timm data config.
+
+    The checkpoint's head is kept when it has as many classes as the data, else a
+    new one is made; on pretrained features it starts at zero (BiT, Kolesnikov et
+    al. 2020), since a random head gives a first loss far above log(num_classes).
     """
-    source = timm_source(name)
+    family = model_family(name)
     try:
-        model = timm.create_model(source, pretrained=pretrained, num_classes=num_classes)
-        if pretrained and zero_init_head and model.pretrained_cfg.get("num_classes") != num_classes:
-            for param in model.get_classifier().parameters():
-                nn.init.zeros_(param)
-        return model
+        if family == "timm":
+            from timm.data import resolve_model_data_config
+
+            model = timm.create_model(_timm_source(name), pretrained=pretrained, num_classes=len(label_names))
+            fresh = model.pretrained_cfg.get("num_classes") != len(label_names)
+            if pretrained and zero_init_head and fresh:
+                _zero_(model.get_classifier())
+            return model, resolve_model_data_config(model)
+        return _create_transformers(name, label_names, pretrained, zero_init_head)
     except (OSError, RuntimeError, ValueError) as err:  # no network, missing file, incompatible weights
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise UserError(f"could not create model {name!r} ({type(err).__name__}: {first}); offline, use a "
                         f"local folder or a fastft: asset") from None
 
 
+def _create_transformers(name: str, label_names: list[str], pretrained: bool,
+                         zero_init_head: bool) -> tuple[nn.Module, dict[str, Any]]:
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
+    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+              "label2id": {n: i for i, n in enumerate(label_names)}}
+    if pretrained:
+        old = AutoConfig.from_pretrained(name).num_labels
+        model = AutoModelForImageClassification.from_pretrained(name, ignore_mismatched_sizes=True, **labels)
+        if zero_init_head and old != len(label_names):
+            _zero_(model.classifier)
+    else:
+        model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(name, **labels))
+    processor = AutoImageProcessor.from_pretrained(name)
+    size = processor.size  # a dict or a SizeDict, by transformers version
+    get = size.get if isinstance(size, dict) else (lambda key: getattr(size, key, None))
+    side = get("height") or get("shortest_edge")
+    data_config = {"input_size": (3, side, side), "mean": tuple(processor.image_mean),
+                   "std": tuple(processor.image_std), "interpolation": "bicubic", "crop_pct": 1.0,
+                   "crop_mode": "center"}
+    wrapped = _Logits(model)
+    wrapped.processor = processor
+    return wrapped, data_config
+
+
+def head_of(model: nn.Module) -> nn.Module:
+    """The classification head: what freeze_epochs trains alone."""
+    return model.model.classifier if isinstance(model, _Logits) else model.get_classifier()
+
+
+def save_image_classifier(model: nn.Module, output_dir: Path, label_names: list[str],
+                          data_config: dict[str, Any]) -> None:
+    """Write the model as its own library reloads it (timm ``local-dir:``/``hf-hub:``, or ``from_pretrained``)."""
+    model = model.to(memory_format=torch.contiguous_format)  # safetensors refuses channels_last strides
+    if isinstance(model, _Logits):
+        model.model.save_pretrained(output_dir)
+        model.processor.save_pretrained(output_dir)
+        return
+    save_timm_model(model, output_dir, {"label_names": list(label_names)}, data_config)
+
+
 def save_timm_model(model: nn.Module, output_dir: Path, model_config: dict[str, Any],
                     data_config: Optional[dict[str, Any]] = None) -> None:
-    """Weights and config as ``timm.create_model("hf-hub:<id>" | "local-dir:<dir>")`` reload them.
-
-    ``model_config`` carries ``label_names`` (and optionally ``label_descriptions``).
-    """
-    model = model.to(memory_format=torch.contiguous_format)  # safetensors refuses channels_last strides
+    """timm's Hub layout (config.json + model.safetensors); ``model_config`` carries ``label_names``."""
+    model = model.to(memory_format=torch.contiguous_format)
     keys = ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation")
     timm.models.save_for_hf(model, str(output_dir), model_config=model_config, safe_serialization=True,
                             data_config={k: v for k, v in (data_config or {}).items() if k in keys})

@@ -67,3 +67,18 @@ def image_argv(out: Path, data: Path, model: Path, *extra: str) -> list[str]:
             "--output_dir", str(out), "--image_size", "32", "--per_device_train_batch_size", "8",
             "--per_device_eval_batch_size", "8", "--learning_rate", "0.01", "--num_train_epochs", "2",
             "--logging_steps", "1", "--seed", "0", *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    """A transformers ViT classifier (random weights, 5 labels) with its image processor, as on the Hub."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8, num_labels=5)
+    folder = tmp_path_factory.mktemp("tiny_vit")
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

@@ -39,7 +39,14 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean loss of one micro-batch, with the task's regularisation applied."""
+        """Loss of one micro-batch SUMMED over its items, with the task's regularisation applied.
+
+        The engine divides by the items of the whole global batch (``count_items``).
+        """
+
+    def count_items(self, batch: dict[str, torch.Tensor]) -> int | torch.Tensor:
+        """Items the loss sums over: samples by default, target tokens for sequence tasks."""
+        return len(next(iter(batch.values())))
 
     @abc.abstractmethod
     def evaluation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from fastft import assets
 from fastft.config import TrainingArguments, field
 from fastft.errors import UserError
 from fastft.metrics import load_metric
-from fastft.models import create_timm_model, save_timm_model
+from fastft.models import create_image_classifier, head_of, save_image_classifier
 from fastft.regularization import MixupCutmix, classification_loss
 from fastft.tasks.base import Task
 
@@ -30,7 +30,7 @@ LABEL_COLUMNS = ("label", "labels", "fine_label", "cls", "class")
 class ImageArguments:
     """Fields of the image-classification task."""
 
-    model_name_or_path: str = field(None, "timm name, Hub id (timm/resnet50.a1_in1k), local folder or fastft: asset.")
+    model_name_or_path: str = field(None, "timm name, Hub id (timm or transformers), local folder or fastft: asset.")
     pretrained: bool = field(True, "Load pretrained weights; false trains the same architecture from scratch.")
     zero_init_head: bool = field(True, "Start a new head at zero on pretrained weights (BiT, Kolesnikov et al. 2020).")
     dataset_name: str = field("fastft:fashion_mnist", "HF dataset: Hub name, 'imagefolder' (with data_dir) or fastft: asset.")
@@ -158,8 +158,8 @@ class ImageTask(Task):
     def load_data(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
         train, evaluation = self._splits()
         self.label_names = self._labels(train, evaluation)
-        model = self.build_model()
-        train_tf, eval_tf = self._transforms(model)
+        self.build_model()
+        train_tf, eval_tf = self._transforms()
         a = self.task_args
         if a.mixup_alpha > 0 or a.cutmix_alpha > 0:
             self.mixup = MixupCutmix(len(self.label_names), a.mixup_alpha, a.cutmix_alpha, a.mixup_prob,
@@ -168,11 +168,11 @@ class ImageTask(Task):
         return (_Images(train, self.image_column, self.label_column, train_tf),
                 _Images(evaluation, self.image_column, self.label_column, eval_tf))
 
-    def _transforms(self, model: nn.Module) -> tuple[Any, Any]:
-        from timm.data import create_transform, resolve_model_data_config
+    def _transforms(self) -> tuple[Any, Any]:
+        from timm.data import create_transform
 
         a = self.task_args
-        cfg = resolve_model_data_config(model)
+        cfg = dict(self._data_config)
         if a.image_size:
             cfg["input_size"] = (3, a.image_size, a.image_size)
         if a.eval_crop_pct:
@@ -195,12 +195,13 @@ class ImageTask(Task):
         if self._model is None:
             if self.label_names is None:
                 raise RuntimeError("load_data() must run before build_model()")
-            self._model = create_timm_model(self.task_args.model_name_or_path, len(self.label_names),
-                                            self.task_args.pretrained, self.task_args.zero_init_head)
+            self._model, self._data_config = create_image_classifier(
+                self.task_args.model_name_or_path, self.label_names, self.task_args.pretrained,
+                self.task_args.zero_init_head)
         return self._model
 
     def head_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
-        return model.get_classifier().parameters()
+        return head_of(model).parameters()
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = batch["pixel_values"]
@@ -210,7 +211,7 @@ class ImageTask(Task):
         x, y = self._inputs(batch), batch["labels"]
         if self.mixup is not None:
             x, y = self.mixup(x, y)
-        return classification_loss(model(x), y, self.args.label_smoothing_factor)
+        return classification_loss(model(x), y, self.args.label_smoothing_factor) * len(x)
 
     def evaluation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = model(self._inputs(batch)).float()
@@ -223,7 +224,7 @@ class ImageTask(Task):
         return {"eval_accuracy": result["accuracy"]}
 
     def save_model(self, model: nn.Module, output_dir: Path) -> None:
-        save_timm_model(model, output_dir, {"label_names": self.label_names}, self.data_config)
+        save_image_classifier(model, output_dir, self.label_names, self.data_config)
 
     def describe(self) -> list[str]:
         a = self.task_args
