@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import sys
 import typing
 from pathlib import Path
@@ -152,16 +153,17 @@ def coerce(name: str, value: Any, tp: Any, where: str) -> Any:
                 pass
         raise bad("an integer")
     if base is float:
-        if isinstance(value, bool):
-            raise bad("a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise bad("a number")
+        if number is None or math.isnan(number):  # nan would slip through every range check
+            raise bad("a number")
+        return number
     if base is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

@@ -31,6 +31,19 @@ from fastft.schedules import Scheduler
 from fastft.tasks.base import Task
 
 
+IGNORE_INDEX = -100  # padding of labels and gathered sequences, as in transformers
+
+
+def _cat_padded(chunks: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate batches whose sequences (dim 1) differ in length, padding with IGNORE_INDEX."""
+    if chunks[0].ndim < 2:
+        return torch.cat(chunks)
+    width = max(c.shape[1] for c in chunks)
+    # F.pad lists the last dimension first: leave trailing dims alone, pad dim 1 at its end.
+    return torch.cat([torch.nn.functional.pad(c, (0, 0) * (c.ndim - 2) + (0, width - c.shape[1]),
+                                              value=IGNORE_INDEX) for c in chunks])
+
+
 class _SeededSamples(torch.utils.data.Dataset):
     """Each sample's augmentation draws from an RNG seeded by (seed, epoch, index).
 
@@ -182,18 +195,26 @@ class Trainer:
                                                 if isinstance(v, (int, float, str, bool))})
 
     def evaluate(self) -> dict[str, float]:
-        """Metrics over the whole eval set; gather_for_metrics drops the duplicates padding adds."""
+        """Metrics over the whole eval set; gather_for_metrics drops the duplicates padding adds.
+
+        Sequence outputs (2-D, e.g. generated ids) are padded with -100 to a common length
+        across processes and batches. ``eval_loss`` is per item: per sample, or per token
+        when the task also returns ``loss_items`` (items summed into each sample's loss).
+        """
+        acc = self.accelerator
         self.model.eval()
         parts: dict[str, list[torch.Tensor]] = {}
         with torch.no_grad():
             for batch in self.eval_loader:
-                outputs = self.task.evaluation_step(self.model, batch)
-                for key, value in self.accelerator.gather_for_metrics(outputs).items():
+                outputs = {k: acc.pad_across_processes(v, dim=1, pad_index=IGNORE_INDEX) if v.ndim > 1 else v
+                           for k, v in self.task.evaluation_step(self.model, batch).items()}
+                for key, value in acc.gather_for_metrics(outputs).items():
                     parts.setdefault(key, []).append(value.cpu())
         self.model.train()
-        gathered = {k: torch.cat(v) for k, v in parts.items()}
+        gathered = {k: _cat_padded(v) for k, v in parts.items()}
         metrics = self.task.compute_metrics(gathered)
-        metrics["eval_loss"] = gathered["loss"].float().mean().item()
+        items = gathered.get("loss_items", torch.ones_like(gathered["loss"]))
+        metrics["eval_loss"] = (gathered["loss"].double().sum() / items.double().sum().clamp(min=1)).item()
         metrics["eval_samples"] = len(gathered["loss"])
         return metrics
 
