@@ -358,6 +358,7 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             self.task.save_model(acc.unwrap_model(self.model), self.output_dir)
+            self.task.write_artifacts(self.output_dir)
             write_plots(self.output_dir, self.plan.schedule, self.plan.scaled_learning_rate,
                         reporting.read_jsonl(self.output_dir / reporting.TRAIN_LOG),
                         reporting.read_jsonl(self.output_dir / reporting.EVAL_LOG), self.task.main_metric)

@@ -64,6 +64,9 @@ class Task(abc.ABC):
     def save_model(self, model: nn.Module, output_dir: Path) -> None:
         """Write the model so the ecosystem reloads it (and this script, via model_name_or_path)."""
 
+    def write_artifacts(self, output_dir: Path) -> None:
+        """Extra files from the last evaluation (e.g. predictions.txt); main process only, at the end."""
+
     def describe(self) -> list[str]:
         """Extra lines for the dry-run plan."""
         return []
