@@ -254,9 +254,20 @@ def _build_parser(prog: str, classes: Sequence[type]) -> argparse.ArgumentParser
     return parser
 
 
+def _is_negative_number(token: str) -> bool:
+    try:
+        return token.startswith("-") and float(token) < 0
+    except ValueError:
+        return False
+
+
 def parse_args(classes: Sequence[type], argv: Sequence[str] | None = None, prog: str | None = None) -> list[Any]:
     """Resolve dataclass instances from defaults, ``--config`` and command-line flags."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # argparse reads "-1e-3" as a flag; glue a negative number to its field as --field=-1e-3.
+    for i in range(len(argv) - 2, -1, -1):
+        if argv[i].startswith("--") and "=" not in argv[i] and _is_negative_number(argv[i + 1]):
+            argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}"]
     fields = _all_fields(classes)
     parser = _build_parser(prog or Path(sys.argv[0]).name, classes)
     ns, unknown = parser.parse_known_args(argv)

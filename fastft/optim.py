@@ -10,7 +10,7 @@ from torch import nn
 from fastft.config import TrainingArguments
 from fastft.errors import UserError
 
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 
 
 def build_optimizer(model: nn.Module, args: TrainingArguments, lr: float) -> torch.optim.Optimizer:
