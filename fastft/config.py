@@ -98,8 +98,12 @@ class TrainingArguments:
     dataloader_num_workers: int = field(0, "Worker processes per data loader.", min=0)
     max_train_samples: Optional[int] = field(None, "Truncate the training set (quick runs).", min=1)
     max_eval_samples: Optional[int] = field(None, "Truncate the evaluation set (quick runs).", min=1)
-    push_to_hub: bool = field(False, "Upload the final model folder to the Hugging Face Hub.")
-    hub_model_id: Optional[str] = field(None, "Hub repo id (user/name) for push_to_hub.")
+    push_to_hub: bool = field(False, "Upload the model, its card, config.yaml and metrics to the Hugging Face Hub.")
+    hub_model_id: Optional[str] = field(None, "Hub repo (user/name or org/name); unset: <you>/<output_dir name>.")
+    hub_private_repo: bool = field(False, "Create the Hub repo as private.")
+    hub_revision: Optional[str] = field(None, "Branch to push to (created if missing); unset: main.")
+    hub_strategy: Literal["end", "every_save"] = field(
+        "end", "Push once at the end, or also each checkpoint's model as it is saved (in the background).")
     dry_run: bool = field(False, "Print the resolved plan (batch, LR, steps, schedule) and exit.", cli_only=True)
 
 

@@ -21,9 +21,10 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from fastft import checkpoints, reporting
+from fastft import checkpoints, hub, reporting
 from fastft.config import TrainingArguments, parse_args, to_dict
 from fastft.errors import UserError, exit_on_user_error
+from fastft.model_card import write_card
 from fastft.optim import build_optimizer, set_backbone_frozen
 from fastft.plan import TrainPlan, make_plan
 from fastft.plots import write_plots
@@ -95,9 +96,6 @@ def _check_common(args: TrainingArguments) -> None:
     if args.checkpointing_steps not in (None, "epoch") and not str(args.checkpointing_steps).isdigit():
         raise UserError(f"checkpointing_steps must be a whole number of steps or 'epoch', "
                         f"got {args.checkpointing_steps!r}")
-    if args.push_to_hub:
-        raise UserError("push_to_hub is not supported by this fastft version yet; upload output_dir with "
-                        "`huggingface-cli upload <hub_model_id> <output_dir>`")
     if args.eval_strategy == "steps" and not args.eval_steps:
         raise UserError("eval_strategy 'steps' needs eval_steps (evaluate every N optimizer steps)")
 
@@ -160,6 +158,10 @@ class Trainer:
         self.output_dir = Path(args.output_dir)
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+        # Only the main process talks to the Hub; it checks token and repo before any training.
+        self.repo_id = (hub.prepare_repo(args.hub_model_id, args.output_dir, args.hub_private_repo, args.hub_revision)
+                        if args.push_to_hub and acc.is_main_process else None)
+        self._pushes: list = []  # background every_save pushes
         set_seed(args.seed)
         train_set, eval_set = task.load_data()
         model = task.build_model()
@@ -352,6 +354,10 @@ class Trainer:
         self.state.elapsed_s = self._elapsed()
         self._t0 = time.perf_counter()
         checkpoints.save_checkpoint(self.accelerator, self.output_dir, self.state, self.args.save_total_limit)
+        if self.repo_id and self.args.hub_strategy == "every_save":
+            self.task.save_model(self.accelerator.unwrap_model(self.model), self.output_dir)
+            self._pushes.append(hub.push_folder(self.output_dir, self.repo_id, self.args.hub_revision,
+                                                f"Training in progress, step {self.state.step}", background=True))
 
     def _finish(self, final: dict[str, Any]) -> None:
         acc = self.accelerator
@@ -363,11 +369,19 @@ class Trainer:
                         reporting.read_jsonl(self.output_dir / reporting.TRAIN_LOG),
                         reporting.read_jsonl(self.output_dir / reporting.EVAL_LOG), self.task.main_metric)
             reporting.write_json_atomic(self.output_dir / reporting.FINAL, final)
+            write_card(self.output_dir, self.task.card_info(), self.repo_id)
         acc.end_training()
         acc.wait_for_everyone()
         acc.print(f"Done: {self.task.main_metric}={final.get(self.task.main_metric)} after {final['total_steps']} "
                   f"steps in {final['train_runtime_s']:.0f}s. Model, metrics.json and plots/ are in "
                   f"{self.output_dir.resolve()}")
+        if self.repo_id:
+            for pending in self._pushes:  # let in-progress pushes land before the final commit
+                pending.exception()
+            main = self.task.main_metric
+            url = hub.push_folder(self.output_dir, self.repo_id, self.args.hub_revision,
+                                  f"fastft: {main}={final.get(main)} after {final['total_steps']} steps")
+            acc.print(f"Pushed to the Hub: {url}")
 
 
 def train(task: Task, args: TrainingArguments) -> dict[str, Any]:

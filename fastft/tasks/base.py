@@ -16,6 +16,7 @@ class Task(abc.ABC):
 
     main_metric: str = "eval_accuracy"
     greater_is_better: bool = True
+    pipeline_tag: str = "other"  # the Hub's task name, for the model card
     drop_last: bool = False  # drop the last incomplete training batch
 
     def __init__(self, task_args: Any, args: TrainingArguments):
@@ -66,6 +67,13 @@ class Task(abc.ABC):
 
     def write_artifacts(self, output_dir: Path) -> None:
         """Extra files from the last evaluation (e.g. predictions.txt); main process only, at the end."""
+
+    def card_info(self) -> dict[str, Any]:
+        """What the model card says about the task (see fastft.model_card.build_card)."""
+        metric = self.main_metric.removeprefix("eval_")
+        return {"library_name": "transformers", "pipeline_tag": self.pipeline_tag, "tags": [],
+                "main_metric": self.main_metric, "metric_type": metric, "metric_name": metric,
+                "load": 'from transformers import AutoModel\n\nmodel = AutoModel.from_pretrained("{repo_id}")'}
 
     def describe(self) -> list[str]:
         """Extra lines for the dry-run plan."""

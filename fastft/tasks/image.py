@@ -14,7 +14,7 @@ from fastft import assets
 from fastft.config import TrainingArguments, field
 from fastft.errors import UserError
 from fastft.metrics import load_metric
-from fastft.models import create_image_classifier, head_of, save_image_classifier
+from fastft.models import create_image_classifier, head_of, model_family, save_image_classifier
 from fastft.regularization import MixupCutmix, classification_loss
 from fastft.tasks.base import Task
 
@@ -71,6 +71,7 @@ class _Images(torch.utils.data.Dataset):
 
 class ImageTask(Task):
     main_metric = "eval_accuracy"
+    pipeline_tag = "image-classification"
 
     def __init__(self, task_args: ImageArguments, args: TrainingArguments):
         super().__init__(task_args, args)
@@ -225,6 +226,17 @@ class ImageTask(Task):
 
     def save_model(self, model: nn.Module, output_dir: Path) -> None:
         save_image_classifier(model, output_dir, self.label_names, self.data_config)
+
+    def card_info(self) -> dict[str, Any]:
+        info = {**super().card_info(), "tags": ["image-classification"], "metric_name": "Accuracy"}
+        if model_family(self.task_args.model_name_or_path) == "timm":
+            info.update(library_name="timm", tags=["image-classification", "timm"],
+                        load='import timm\n\nmodel = timm.create_model("hf-hub:{repo_id}", pretrained=True)')
+        else:
+            info["load"] = ('from transformers import AutoImageProcessor, AutoModelForImageClassification\n\n'
+                            'model = AutoModelForImageClassification.from_pretrained("{repo_id}")\n'
+                            'processor = AutoImageProcessor.from_pretrained("{repo_id}")')
+        return info
 
     def describe(self) -> list[str]:
         a = self.task_args

@@ -1,0 +1,97 @@
+"""Push a run's output_dir to the Hugging Face Hub.
+
+The token comes from ``HF_TOKEN`` or the stored login (``hf auth login``), never
+from a recipe, and is never printed. Training checks the token and the repo
+before it starts; the push itself is one commit of the model, its card,
+``config.yaml``, ``metrics.json`` and plots; checkpoints stay local.
+"""
+from __future__ import annotations
+
+import shlex
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Optional
+
+from fastft.errors import UserError
+
+# Resumable training state and scratch files are not part of the published model.
+IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", ".tmp-*", ".tmp-*/**", "*.tmp", "train_log.jsonl"]
+
+
+def _token() -> str:
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise UserError("push_to_hub needs a Hub token with write access: set HF_TOKEN or run `hf auth login` "
+                        "(a token is never read from a recipe)")
+    return token
+
+
+def _describe(err: Exception) -> str:
+    """What failed, in one line, without the token (the client never puts it in messages)."""
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    hint = {401: "the token was rejected (401): check HF_TOKEN or log in again",
+            403: "the token may not write there (403): the name belongs to another user or org, "
+                 "or the token is read-only"}.get(status)
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    return hint or f"{type(err).__name__}: {first}"
+
+
+def retry_command(output_dir: str | Path, repo_id: str, revision: Optional[str]) -> str:
+    cmd = ["python", "-m", "fastft.push", str(output_dir), "--hub_model_id", repo_id]
+    return shlex.join(cmd + (["--hub_revision", revision] if revision else []))
+
+
+def prepare_repo(hub_model_id: Optional[str], output_dir: str | Path, private: bool,
+                 revision: Optional[str]) -> str:
+    """Check the token and the repo name, create the repo (and branch); return the full repo id.
+
+    Called before training, so a bad token or a foreign name fails in seconds, not after hours.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    api = HfApi(token=_token())
+    try:
+        me = api.whoami()
+    except Exception as err:  # offline, 401, server down: the run would fail at the end anyway
+        raise UserError(f"push_to_hub: cannot reach the Hub as you ({_describe(err)}); fix it or drop "
+                        f"--push_to_hub and push later with `python -m fastft.push`") from None
+    repo_id = hub_model_id or f"{me['name']}/{Path(output_dir).resolve().name}"
+    if "/" not in repo_id:
+        repo_id = f"{me['name']}/{repo_id}"
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise UserError(f"hub_model_id {repo_id!r} is not a valid Hub repo name: use user/name or org/name "
+                        f"with letters, digits, '-', '_' and '.'") from None
+    namespace = repo_id.split("/")[0]
+    mine = {me["name"], *(org["name"] for org in me.get("orgs", []))}
+    if namespace not in mine:
+        raise UserError(f"hub_model_id {repo_id!r}: you ({me['name']}) cannot write to namespace {namespace!r}; "
+                        f"use one of {', '.join(sorted(mine))}")
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+    except Exception as err:
+        raise UserError(f"push_to_hub: cannot create {repo_id} ({_describe(err)})") from None
+    return repo_id
+
+
+def push_folder(output_dir: str | Path, repo_id: str, revision: Optional[str], message: str,
+                background: bool = False) -> str | Future:
+    """Upload output_dir as one commit (in the background when ``background``); return its URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=_token())
+    try:
+        result = api.upload_folder(repo_id=repo_id, folder_path=str(output_dir), revision=revision,
+                                   commit_message=message, ignore_patterns=IGNORE_PATTERNS,
+                                   run_as_future=background)
+    except Exception as err:
+        raise UserError(f"push to {repo_id} failed ({_describe(err)}); {output_dir} is complete; retry with: "
+                        f"{retry_command(output_dir, repo_id, revision)}") from None
+    return result if background else result.commit_url
