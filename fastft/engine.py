@@ -81,7 +81,7 @@ def main(task_cls: type[Task], task_args_cls: type, argv: Optional[Sequence[str]
         _check_common(args)
         task = task_cls(task_args, args)
         if args.dry_run:
-            print(dry_run(task, args))
+            PartialState(cpu=_launched_on_cpu_only()).print(dry_run(task, args))
             return None
         return train(task, args)
 
@@ -102,11 +102,29 @@ def _check_common(args: TrainingArguments) -> None:
 
 def dry_run(task: Task, args: TrainingArguments) -> str:
     """The resolved plan for this launch (world size from accelerate), without training."""
-    world = PartialState().num_processes
+    state = PartialState(cpu=_launched_on_cpu_only())
+    _check_world(state)
+    world = state.num_processes
     plan = make_plan(args, task.num_train_samples(), world, task.drop_last)
     precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     lines = [plan.describe(), f"mixed precision:            {precision or 'no'}"] + task.describe()
     return "\n".join(lines)
+
+
+def _launched_on_cpu_only() -> bool:
+    """Several launched processes and no GPU: accelerate must be told to sync them on the CPU.
+
+    Without ``cpu=True`` each torchrun worker silently becomes an unsynchronised rank 0 that
+    trains alone and also writes and pushes as the main process.
+    """
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def _check_world(state: PartialState) -> None:
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if state.num_processes != launched:
+        raise UserError(f"{launched} processes were launched but accelerate joined {state.num_processes}; "
+                        f"on a CPU-only machine use accelerate_configs/cpu_multi_process.yaml")
 
 
 def _make_accelerator(args: TrainingArguments) -> Accelerator:
@@ -123,7 +141,9 @@ def _make_accelerator(args: TrainingArguments) -> Accelerator:
         # Seeded per-epoch shuffling, so a resumed run sees the same data order.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         kwargs_handlers=handlers,
+        cpu=_launched_on_cpu_only(),
     )
+    _check_world(accelerator.state)
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise UserError("mixed_precision fp16 on CPU is silently ignored by accelerate; "
                         "use bf16 (slow without bf16 hardware) or no")
@@ -291,6 +311,8 @@ class Trainer:
         running = torch.zeros(2, device=acc.device)  # loss sum, items since the last log line
         metrics: dict[str, float] = {}
         self.model.train()
+        if state.step == 0 and self.task.evaluate_before_training():
+            self._on_eval(0.0)
         while state.step < plan.total_steps:
             epoch = state.epoch
             set_backbone_frozen(acc.unwrap_model(self.model), self.head, frozen=epoch < args.freeze_epochs)
@@ -370,7 +392,6 @@ class Trainer:
                         reporting.read_jsonl(self.output_dir / reporting.EVAL_LOG), self.task.main_metric)
             reporting.write_json_atomic(self.output_dir / reporting.FINAL, final)
             write_card(self.output_dir, self.task.card_info(), self.repo_id)
-        acc.end_training()
         acc.wait_for_everyone()
         acc.print(f"Done: {self.task.main_metric}={final.get(self.task.main_metric)} after {final['total_steps']} "
                   f"steps in {final['train_runtime_s']:.0f}s. Model, metrics.json and plots/ are in "
@@ -382,6 +403,7 @@ class Trainer:
             url = hub.push_folder(self.output_dir, self.repo_id, self.args.hub_revision,
                                   f"fastft: {main}={final.get(main)} after {final['total_steps']} steps")
             acc.print(f"Pushed to the Hub: {url}")
+        acc.end_training()  # closes trackers and, in recent accelerate, the process group: last
 
 
 def train(task: Task, args: TrainingArguments) -> dict[str, Any]:
