@@ -105,6 +105,8 @@ class TrainingArguments:
     hub_strategy: Literal["end", "every_save"] = field(
         "end", "Push once at the end, or also each checkpoint's model as it is saved (in the background).")
     dry_run: bool = field(False, "Print the resolved plan (batch, LR, steps, schedule) and exit.", cli_only=True)
+    world_size: Optional[int] = field(None, "With --dry_run: plan for this many processes (e.g. 256 GPUs) "
+                                      "instead of those launched.", min=1, cli_only=True)
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:

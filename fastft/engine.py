@@ -89,6 +89,8 @@ def main(task_cls: type[Task], task_args_cls: type, argv: Optional[Sequence[str]
 
 
 def _check_common(args: TrainingArguments) -> None:
+    if args.world_size and not args.dry_run:
+        raise UserError("world_size only applies with --dry_run; the launcher decides the real world size")
     if not args.output_dir:
         raise UserError("output_dir is required: set it in the recipe or pass --output_dir DIR")
     if (args.target_metric is None) != (args.target_value is None):
@@ -104,7 +106,7 @@ def dry_run(task: Task, args: TrainingArguments) -> str:
     """The resolved plan for this launch (world size from accelerate), without training."""
     state = PartialState(cpu=_launched_on_cpu_only())
     _check_world(state)
-    world = state.num_processes
+    world = args.world_size or state.num_processes
     plan = make_plan(args, task.num_train_samples(), world, task.drop_last)
     precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     lines = [plan.describe(), f"mixed precision:            {precision or 'no'}"] + task.describe()

@@ -98,3 +98,21 @@ def test_bf16_on_cpu_really_runs_under_autocast(tmp_path, tiny_images, tiny_mode
     main(ImageTask, ImageArguments, image_argv(tmp_path / "bf16", tiny_images, tiny_model,
                                                "--mixed_precision", "bf16", "--max_steps", "2"))
     assert seen and torch.bfloat16 in seen
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "accelerate_configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_accelerate_configs_load_with_accelerate(config):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    loaded = load_config_from_file(str(config))
+    assert loaded.num_processes >= 1 and loaded.mixed_precision in ("no", "fp16", "bf16")
+
+
+def test_goyal_recipe_plans_for_256_gpus_as_the_paper(capsys):
+    # Goyal et al. Table/Sec. 5: 8k batch on 256 GPUs, LR 0.1 x 8192/256 = 3.2, 5 warmup epochs from 0.1.
+    main(ImageTask, ImageArguments, ["--config", str(REPO / "recipes/image/resnet50_imagenet_goyal.yaml"),
+                                     "--dry_run", "--world_size", "256"])
+    out = capsys.readouterr().out
+    assert "global batch:               8192" in out
+    assert "learning rate (scaled):     3.2" in out
+    assert "warmup steps:               785 (from 0.1)" in out  # 5/90 of 14130 steps (156.4 per epoch)
