@@ -42,6 +42,8 @@ class TrainingArguments:
     per_device_train_batch_size: int = field(32, "Training batch size per process.", min=1)
     per_device_eval_batch_size: int = field(64, "Evaluation batch size per process.", min=1)
     gradient_accumulation_steps: int = field(1, "Micro-batches accumulated per optimizer step.", min=1)
+    auto_find_batch_size: bool = field(False, "On out-of-memory, halve the per-device batch and raise "
+                                       "accumulation, keeping the global batch.")
     learning_rate: float = field(1e-3, "Peak learning rate, stated at reference_batch_size.",
                                  min=0, exclusive_min=True)
     reference_batch_size: Optional[int] = field(

@@ -6,6 +6,7 @@ this module owns everything from ``accelerator.prepare`` to ``optimizer.step()``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -17,7 +18,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import find_executable_batch_size, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -410,4 +411,26 @@ class Trainer:
 
 def train(task: Task, args: TrainingArguments) -> dict[str, Any]:
     """Train ``task`` as the recipe says and return the final metrics."""
-    return Trainer(task, args).fit()
+    if not args.auto_find_batch_size:
+        return Trainer(task, args).fit()
+    # On out-of-memory, retry with a smaller per-device batch and more accumulation, keeping the
+    # global batch (and so the scaled LR and the schedule) unchanged.
+    per_process = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    divisors = [d for d in range(1, per_process + 1) if per_process % d == 0]
+    current = args.per_device_train_batch_size
+
+    def smaller() -> int:
+        nonlocal current
+        current = max([d for d in divisors if d <= current // 2] or [0])
+        return current
+
+    @find_executable_batch_size(starting_batch_size=current, reduce_batch_size_fn=smaller)
+    def attempt(batch_size: int) -> dict[str, Any]:
+        trial = dataclasses.replace(args, per_device_train_batch_size=batch_size,
+                                    gradient_accumulation_steps=per_process // batch_size)
+        if batch_size != args.per_device_train_batch_size:
+            PartialState().print(f"auto_find_batch_size: out of memory; retrying with per-device batch "
+                                 f"{batch_size} x {trial.gradient_accumulation_steps} accumulation steps")
+        return Trainer(task, trial).fit()
+
+    return attempt()

@@ -116,3 +116,22 @@ def test_goyal_recipe_plans_for_256_gpus_as_the_paper(capsys):
     assert "global batch:               8192" in out
     assert "learning rate (scaled):     3.2" in out
     assert "warmup steps:               785 (from 0.1)" in out  # 5/90 of 14130 steps (156.4 per epoch)
+
+
+def test_auto_find_batch_size_keeps_the_global_batch(tmp_path, tiny_images, tiny_model, monkeypatch, capsys):
+    real = ImageTask.training_loss
+
+    def out_of_memory_above_4(self, model, batch):
+        if len(batch["labels"]) > 4:  # what a too-large batch does on a GPU
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, model, batch)
+
+    monkeypatch.setattr(ImageTask, "training_loss", out_of_memory_above_4)
+    final = main(ImageTask, ImageArguments, image_argv(tmp_path / "auto", tiny_images, tiny_model,
+                                                       "--per_device_train_batch_size", "16",
+                                                       "--auto_find_batch_size", "--max_train_samples", "32",
+                                                       "--reference_batch_size", "8"))
+    assert final["global_batch_size"] == 16 and final["learning_rate"] == pytest.approx(0.02)
+    assert "per-device batch 4 x 4 accumulation steps" in capsys.readouterr().out
+    recipe = (tmp_path / "auto" / "config.yaml").read_text()
+    assert "per_device_train_batch_size: 4" in recipe and "gradient_accumulation_steps: 4" in recipe
