@@ -6,8 +6,9 @@ this module owns everything from ``accelerator.prepare`` to ``optimizer.step()``
 from __future__ import annotations
 
 import contextlib
+import shlex
+import sys
 import dataclasses
-import math
 import os
 import random
 import shutil
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from fastft import checkpoints, hub, reporting
 from fastft.config import TrainingArguments, parse_args, to_dict
 from fastft.errors import UserError, exit_on_user_error
+from fastft.interrupts import StopSignals
 from fastft.model_card import write_card
 from fastft.optim import build_optimizer, set_backbone_frozen
 from fastft.plan import TrainPlan, make_plan
@@ -153,22 +155,17 @@ def _make_accelerator(args: TrainingArguments) -> Accelerator:
     return accelerator
 
 
-def _prepare_output_dir(args: TrainingArguments, accelerator: Accelerator) -> Optional[Path]:
-    """Refuse to clobber a finished run; return the checkpoint to resume from, if any."""
+def _resume_candidates(args: TrainingArguments) -> list[Path]:
+    """Refuse to clobber a finished run; return the checkpoints to resume from, newest first."""
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"output_dir {out} exists and is not a folder")
     if args.overwrite_output_dir:
-        if accelerator.is_main_process:
-            for old in out.glob("checkpoint-*"):
-                shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        return checkpoints.resolve_resume(out, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
-    resume = checkpoints.resolve_resume(out, args.resume_from_checkpoint)
-    if (out / reporting.FINAL).exists() and resume is None:
+        return checkpoints.candidates(out, args.resume_from_checkpoint) if args.resume_from_checkpoint else []
+    if (out / reporting.FINAL).exists():
         raise UserError(f"output_dir {out} holds a finished run ({reporting.FINAL}); pass --overwrite_output_dir "
                         f"true to replace it or choose another output_dir")
-    return resume
+    return checkpoints.candidates(out, args.resume_from_checkpoint)
 
 
 class Trainer:
@@ -177,10 +174,8 @@ class Trainer:
     def __init__(self, task: Task, args: TrainingArguments):
         self.task, self.args = task, args
         self.accelerator = acc = _make_accelerator(args)
-        resume = _prepare_output_dir(args, acc)
+        resume = _resume_candidates(args)
         self.output_dir = Path(args.output_dir)
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
         # Only the main process talks to the Hub; it checks token and repo before any training.
         self.repo_id = (hub.prepare_repo(args.hub_model_id, args.output_dir, args.hub_private_repo, args.hub_revision)
                         if args.push_to_hub and acc.is_main_process else None)
@@ -208,9 +203,17 @@ class Trainer:
         self.scheduler = Scheduler(self.optimizer, self.plan.schedule, self.plan.scaled_learning_rate)
         self.state = checkpoints.TrainState()
         acc.register_for_checkpointing(self.scheduler, self.state)
-        if resume is not None:
-            acc.print(f"Resuming from {resume}")
-            acc.load_state(str(resume))
+        if resume:
+            loaded = checkpoints.load_checkpoint(acc, resume, self.plan.as_dict(),
+                                                 explicit=bool(args.resume_from_checkpoint))
+            acc.print(f"Resuming from {loaded} (step {self.state.step})")
+        if acc.is_main_process:  # touched only now, so a recipe or data mistake leaves no trace
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            checkpoints.remove_partial(self.output_dir)
+            if args.overwrite_output_dir and not resume:
+                for old in self.output_dir.glob("checkpoint-*"):
+                    shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
         self.log = reporting.RunLog(self.output_dir, acc.is_main_process, self.state.step if resume else None)
         self.head = list(task.head_parameters(acc.unwrap_model(self.model)))
         if acc.is_main_process:
@@ -250,6 +253,7 @@ class Trainer:
         args, state = self.args, self.state
         metrics = self.evaluate()
         state.last_eval_step = state.step
+        state.last_metric = metrics.get(self.task.main_metric)
         main = metrics.get(self.task.main_metric)
         better = (lambda a, b: a > b) if self.task.greater_is_better else (lambda a, b: a < b)
         if main is not None and (state.best_metric is None or better(main, state.best_metric)):
@@ -281,8 +285,8 @@ class Trainer:
         if window:
             yield window
 
-    def _optimizer_step(self, window: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Accumulate gradients over the window, sync once, step; return (summed loss, item count) here.
+    def _optimizer_step(self, window: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Accumulate gradients over the window, sync once, step; return (summed loss, item count, stop).
 
         The loss is normalised per item (sample or target token) over the whole global
         batch, counted before the first backward: a per-micro-batch mean would weight
@@ -298,68 +302,35 @@ class Trainer:
                 loss = self.task.training_loss(self.model, batch)
                 acc.backward(loss * scale)
             loss_sum += loss.detach().float()
+        # One small all-reduce a step: all processes must agree to halt (a non-finite loss on any
+        # of them) or to stop (a signal) before anyone steps, or they would diverge or deadlock.
+        flags = torch.stack([torch.isfinite(loss_sum).logical_not().float(),
+                             torch.tensor(float(self.stop.received is not None), device=acc.device)])
+        non_finite, stop = acc.reduce(flags, "sum").tolist()
+        if non_finite:
+            saved = checkpoints.list_checkpoints(self.output_dir)
+            raise UserError(f"the training loss is not finite at optimizer step {self.state.step + 1}; likely "
+                            f"causes: learning rate too high, fp16 overflow, or bad inputs; this step was not "
+                            f"applied; last good checkpoint: {saved[-1] if saved else 'none (set checkpointing_steps)'}")
         if self.args.max_grad_norm > 0:
             acc.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum, items.to(acc.device)
+        return loss_sum, items.to(acc.device), bool(stop)
 
     def fit(self) -> dict[str, Any]:
         args, acc, state, plan = self.args, self.accelerator, self.state, self.plan
         self._t0 = time.perf_counter()
         elapsed_before, samples_before = state.elapsed_s, state.step * plan.global_batch_size
-        every = int(args.checkpointing_steps) if str(args.checkpointing_steps).isdigit() else None
-        progress = tqdm(total=plan.total_steps, initial=state.step, disable=not acc.is_local_main_process,
-                        desc="training")
-        running = torch.zeros(2, device=acc.device)  # loss sum, items since the last log line
+        self.progress = tqdm(total=plan.total_steps, initial=state.step, disable=not acc.is_local_main_process,
+                             desc="training")
         metrics: dict[str, float] = {}
         self.model.train()
         if state.step == 0 and self.task.evaluate_before_training():
             self._on_eval(0.0)
-        while state.step < plan.total_steps:
-            epoch = state.epoch
-            set_backbone_frozen(acc.unwrap_model(self.model), self.head, frozen=epoch < args.freeze_epochs)
-            self.train_loader.set_epoch(epoch)
-            self.train_set.epoch = epoch
-            loader = self.train_loader
-            if state.batches_in_epoch:
-                loader = acc.skip_first_batches(self.train_loader, state.batches_in_epoch)
-            for window in self._windows(loader):
-                loss_sum, items = self._optimizer_step(window)
-                state.batches_in_epoch += len(window)
-                running += torch.stack([loss_sum, items])
-                if not acc.optimizer_step_was_skipped:  # an fp16 overflow step does not advance the schedule
-                    self.scheduler.step()
-                state.step += 1
-                progress.update(1)
-                epoch_float = epoch + state.batches_in_epoch / plan.batches_per_epoch
-                if state.step % args.logging_steps == 0 or state.step == plan.total_steps:
-                    loss_total, item_total = acc.reduce(running, "sum").tolist()
-                    mean_loss = loss_total / max(item_total, 1)
-                    if not math.isfinite(mean_loss):
-                        raise UserError(f"the training loss is {mean_loss} at optimizer step {state.step}; "
-                                        f"likely causes: learning rate too high or fp16 overflow")
-                    row = {"step": state.step, "epoch": round(epoch_float, 4), "loss": mean_loss,
-                           "learning_rate": self.scheduler.get_last_lr()[0],
-                           "momentum": self.scheduler.last_momentum()}
-                    self.log.train(row)
-                    acc.log({k: v for k, v in row.items() if k != "step"}, step=state.step)
-                    progress.set_postfix(loss=f"{mean_loss:.4f}")
-                    running.zero_()
-                if args.eval_strategy == "steps" and state.step % args.eval_steps == 0:
-                    metrics = self._on_eval(epoch_float)
-                if every and state.step % every == 0:
-                    self._checkpoint()
-                if state.step >= plan.total_steps:
-                    break
-            else:  # the epoch ran to its end
-                state.epoch += 1
-                state.batches_in_epoch = 0
-                if args.eval_strategy == "epoch":
-                    metrics = self._on_eval(float(state.epoch))
-                if args.checkpointing_steps == "epoch":
-                    self._checkpoint()
-        progress.close()
+        with StopSignals() as self.stop:
+            metrics = self._loop() or metrics
+        self.progress.close()
         if state.last_eval_step != state.step or not metrics:
             metrics = self._on_eval(state.step / plan.steps_per_epoch)
         runtime = self._elapsed()
@@ -371,18 +342,83 @@ class Trainer:
                  "target_metric": args.target_metric, "target_value": args.target_value,
                  "best_metric": state.best_metric, "num_processes": acc.num_processes,
                  "global_batch_size": plan.global_batch_size, "learning_rate": plan.scaled_learning_rate,
-                 "total_steps": state.step, "epoch": round(state.step / plan.steps_per_epoch, 4)}
+                 "total_steps": state.step, "epoch": round(state.step / plan.steps_per_epoch, 4),
+                 "skipped_optimizer_steps": state.skipped_steps}
         self._finish(final)
         return final
+
+    def _loop(self) -> dict[str, float]:
+        """Optimizer steps until the plan's total (or a stop signal); returns the last metrics."""
+        args, acc, state, plan = self.args, self.accelerator, self.state, self.plan
+        every = int(args.checkpointing_steps) if str(args.checkpointing_steps).isdigit() else None
+        running = torch.zeros(2, device=acc.device)  # loss sum, items since the last log line
+        metrics: dict[str, float] = {}
+        while state.step < plan.total_steps:
+            epoch = state.epoch
+            set_backbone_frozen(acc.unwrap_model(self.model), self.head, frozen=epoch < args.freeze_epochs)
+            self.train_loader.set_epoch(epoch)
+            self.train_set.epoch = epoch
+            loader = self.train_loader
+            if state.batches_in_epoch:
+                loader = acc.skip_first_batches(self.train_loader, state.batches_in_epoch)
+            for window in self._windows(loader):
+                loss_sum, items, stop = self._optimizer_step(window)
+                state.batches_in_epoch += len(window)
+                running += torch.stack([loss_sum, items])
+                if acc.optimizer_step_was_skipped:  # fp16 overflow: counted, and the schedule waits
+                    state.skipped_steps += 1
+                else:
+                    self.scheduler.step()
+                state.step += 1
+                self.progress.update(1)
+                epoch_float = epoch + state.batches_in_epoch / plan.batches_per_epoch
+                if state.step % args.logging_steps == 0 or state.step == plan.total_steps:
+                    loss_total, item_total = acc.reduce(running, "sum").tolist()
+                    mean_loss = loss_total / max(item_total, 1)
+                    row = {"step": state.step, "epoch": round(epoch_float, 4), "loss": mean_loss,
+                           "learning_rate": self.scheduler.get_last_lr()[0],
+                           "momentum": self.scheduler.last_momentum()}
+                    self.log.train(row)
+                    acc.log({k: v for k, v in row.items() if k != "step"}, step=state.step)
+                    self.progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    running.zero_()
+                if args.eval_strategy == "steps" and state.step % args.eval_steps == 0:
+                    metrics = self._on_eval(epoch_float)
+                if every and state.step % every == 0:
+                    self._checkpoint()
+                if stop:
+                    self._stop_on_signal(saved=bool(every and state.step % every == 0))
+                if state.step >= plan.total_steps:
+                    break
+            else:  # the epoch ran to its end
+                state.epoch += 1
+                state.batches_in_epoch = 0
+                if args.eval_strategy == "epoch":
+                    metrics = self._on_eval(float(state.epoch))
+                if args.checkpointing_steps == "epoch":
+                    self._checkpoint()
+        return metrics
 
     def _checkpoint(self) -> None:
         self.state.elapsed_s = self._elapsed()
         self._t0 = time.perf_counter()
-        checkpoints.save_checkpoint(self.accelerator, self.output_dir, self.state, self.args.save_total_limit)
+        checkpoints.save_checkpoint(self.accelerator, self.output_dir, self.state, self.plan.as_dict(),
+                                    self.args.save_total_limit, self.task.greater_is_better)
         if self.repo_id and self.args.hub_strategy == "every_save":
             self.task.save_model(self.accelerator.unwrap_model(self.model), self.output_dir)
             self._pushes.append(hub.push_folder(self.output_dir, self.repo_id, self.args.hub_revision,
                                                 f"Training in progress, step {self.state.step}", background=True))
+
+    def _stop_on_signal(self, saved: bool) -> None:
+        """Preemption or Ctrl-C: checkpoint, say how to resume, exit without a traceback."""
+        if not saved:
+            self._checkpoint()
+        self.progress.close()
+        command = shlex.join(["accelerate", "launch", *sys.argv]) if sys.argv and sys.argv[0].endswith(".py") \
+            else "the same command"
+        self.accelerator.print(f"Stopped by {self.stop.name} after optimizer step {self.state.step}; saved "
+                               f"{self.output_dir / f'checkpoint-{self.state.step}'}. Resume with: {command}")
+        raise SystemExit(128 + self.stop.received)
 
     def _finish(self, final: dict[str, Any]) -> None:
         acc = self.accelerator
