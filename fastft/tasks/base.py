@@ -65,6 +65,10 @@ class Task(abc.ABC):
     def save_model(self, model: nn.Module, output_dir: Path) -> None:
         """Write the model so the ecosystem reloads it (and this script, via model_name_or_path)."""
 
+    def evaluate_before_training(self) -> bool:
+        """Evaluate once before the first optimizer step of a fresh run (a baseline row at step 0)."""
+        return False
+
     def write_artifacts(self, output_dir: Path) -> None:
         """Extra files from the last evaluation (e.g. predictions.txt); main process only, at the end."""
 
