@@ -140,7 +140,8 @@ def load_checkpoint(accelerator: Accelerator, paths: list[Path], plan: dict[str,
             return path
         except Exception as err:  # a truncated file, or weights of another model
             reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            if explicit or "size mismatch" in reason or "Missing key" in reason or "Unexpected key" in reason:
+            other_model = any(s in str(err) for s in ("size mismatch", "Missing key", "Unexpected key"))
+            if explicit or other_model:
                 raise UserError(f"checkpoint {path} does not fit this model ({reason}); resume with the "
                                 f"model it was trained from, or pass --overwrite_output_dir true") from None
             warnings.warn(f"skipping unreadable checkpoint {path}: {reason}", stacklevel=2)

@@ -83,6 +83,9 @@ def main(task_cls: type[Task], task_args_cls: type, argv: Optional[Sequence[str]
         task_args, args = parse_args([task_args_cls, TrainingArguments], argv)
         _check_common(args)
         task = task_cls(task_args, args)
+        if args.target_metric and args.target_metric not in task.metric_names():
+            raise UserError(f"target_metric {args.target_metric!r} is not reported by this task; use one of "
+                            f"{', '.join(sorted(task.metric_names()))}")
         if args.dry_run:
             PartialState(cpu=_launched_on_cpu_only()).print(dry_run(task, args))
             return None
@@ -328,9 +331,11 @@ class Trainer:
         self.model.train()
         if state.step == 0 and self.task.evaluate_before_training():
             self._on_eval(0.0)
-        with StopSignals() as self.stop:
-            metrics = self._loop() or metrics
-        self.progress.close()
+        try:
+            with StopSignals() as self.stop:
+                metrics = self._loop() or metrics
+        finally:  # also on an error, so its message starts on a line of its own
+            self.progress.close()
         if state.last_eval_step != state.step or not metrics:
             metrics = self._on_eval(state.step / plan.steps_per_epoch)
         runtime = self._elapsed()
@@ -355,7 +360,8 @@ class Trainer:
         metrics: dict[str, float] = {}
         while state.step < plan.total_steps:
             epoch = state.epoch
-            set_backbone_frozen(acc.unwrap_model(self.model), self.head, frozen=epoch < args.freeze_epochs)
+            if args.freeze_epochs:  # else leave requires_grad as the task set it (e.g. a frozen speech encoder)
+                set_backbone_frozen(acc.unwrap_model(self.model), self.head, frozen=epoch < args.freeze_epochs)
             self.train_loader.set_epoch(epoch)
             self.train_set.epoch = epoch
             loader = self.train_loader

@@ -72,6 +72,10 @@ class Task(abc.ABC):
     def write_artifacts(self, output_dir: Path) -> None:
         """Extra files from the last evaluation (e.g. predictions.txt); main process only, at the end."""
 
+    def metric_names(self) -> set[str]:
+        """Every metric an evaluation reports (target_metric must be one of them)."""
+        return {self.main_metric, "eval_loss"}
+
     def card_info(self) -> dict[str, Any]:
         """What the model card says about the task (see fastft.model_card.build_card)."""
         metric = self.main_metric.removeprefix("eval_")

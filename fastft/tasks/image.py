@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import warnings
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Literal, Optional
 
 import datasets
 import torch
@@ -52,21 +54,44 @@ class ImageArguments:
     mixup_alpha: float = field(0.0, "Mixup Beta(alpha, alpha); 0 turns mixup off (Zhang et al. 2018).", min=0)
     cutmix_alpha: float = field(0.0, "CutMix Beta(alpha, alpha); 0 turns cutmix off (Yun et al. 2019).", min=0)
     mixup_prob: float = field(1.0, "Probability of mixing a batch.", min=0, max=1)
+    on_bad_image: Literal["error", "skip"] = field("error", "An unreadable image stops the run, or is skipped "
+                                                   "with a warning.")
     mixup_switch_prob: float = field(0.5, "Probability of cutmix instead of mixup when both are on.", min=0, max=1)
 
 
 class _Images(torch.utils.data.Dataset):
-    """Decodes and transforms one example at a time (so workers share the Arrow table)."""
+    """Decodes and transforms one example at a time (so workers share the Arrow table).
 
-    def __init__(self, ds: datasets.Dataset, image_column: str, label_column: str, transform: Any):
-        self.ds, self.image_column, self.label_column, self.transform = ds, image_column, label_column, transform
+    Images are decoded here, not by datasets, so an unreadable file can be named, and
+    skipped (``None``, dropped by ``collate``) when the recipe says ``on_bad_image: skip``.
+    """
+
+    def __init__(self, ds: datasets.Dataset, image_column: str, label_column: str, transform: Any, skip_bad: bool):
+        self.ds = ds.cast_column(image_column, datasets.Image(decode=False))
+        self.image_column, self.label_column, self.transform, self.skip_bad = image_column, label_column, \
+            transform, skip_bad
+        self.skipped = 0
 
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> Optional[tuple[torch.Tensor, int]]:
+        from PIL import Image
+
         row = self.ds[i]
-        return self.transform(row[self.image_column].convert("RGB")), int(row[self.label_column])
+        image = row[self.image_column]
+        source = image.get("path") or f"example {i}"
+        try:
+            pil = Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
+            pixels = pil.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as err:  # PIL's ways of saying "not an image"
+            if not self.skip_bad:
+                raise UserError(f"cannot read image {source} ({type(err).__name__}); fix or remove it, or set "
+                                f"on_bad_image: skip") from None
+            self.skipped += 1
+            warnings.warn(f"skipping unreadable image {source} ({self.skipped} so far)", stacklevel=2)
+            return None
+        return self.transform(pixels), int(row[self.label_column])
 
 
 class ImageTask(Task):
@@ -167,8 +192,9 @@ class ImageTask(Task):
             self.mixup = MixupCutmix(len(self.label_names), a.mixup_alpha, a.cutmix_alpha, a.mixup_prob,
                                      a.mixup_switch_prob, self.args.label_smoothing_factor)
         self.metric = load_metric("accuracy")
-        return (_Images(train, self.image_column, self.label_column, train_tf),
-                _Images(evaluation, self.image_column, self.label_column, eval_tf))
+        skip = a.on_bad_image == "skip"
+        return (_Images(train, self.image_column, self.label_column, train_tf, skip),
+                _Images(evaluation, self.image_column, self.label_column, eval_tf, skip))
 
     def _transforms(self) -> tuple[Any, Any]:
         from timm.data import create_transform
@@ -188,7 +214,10 @@ class ImageTask(Task):
         self.data_config = cfg
         return train_tf, eval_tf
 
-    def collate(self, examples: list[tuple[torch.Tensor, int]]) -> dict[str, torch.Tensor]:
+    def collate(self, examples: list[Optional[tuple[torch.Tensor, int]]]) -> dict[str, torch.Tensor]:
+        examples = [e for e in examples if e is not None]  # unreadable images, with on_bad_image: skip
+        if not examples:
+            raise UserError("a whole batch of images was unreadable; check the dataset's image files")
         images, labels = zip(*examples)
         return {"pixel_values": torch.stack(images), "labels": torch.tensor(labels, dtype=torch.long)}
 
