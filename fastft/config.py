@@ -107,6 +107,11 @@ class TrainingArguments:
     hub_strategy: Literal["end", "every_save"] = field(
         "end", "Push once at the end, or also each checkpoint's model as it is saved (in the background).")
     dry_run: bool = field(False, "Print the resolved plan (batch, LR, steps, schedule) and exit.", cli_only=True)
+    lr_find: bool = field(False, "Run an LR range test (Smith 2017) instead of training; writes lr_find.json "
+                          "and plots/lr_find.png.", cli_only=True)
+    lr_find_start: float = field(1e-7, "LR range test: first LR.", min=0, exclusive_min=True)
+    lr_find_end: float = field(10.0, "LR range test: last LR.", min=0, exclusive_min=True)
+    lr_find_steps: int = field(100, "LR range test: optimizer steps of the sweep.", min=3)
     world_size: Optional[int] = field(None, "With --dry_run: plan for this many processes (e.g. 256 GPUs) "
                                       "instead of those launched.", min=1, cli_only=True)
 

@@ -27,6 +27,7 @@ from fastft import checkpoints, hub, reporting
 from fastft.config import TrainingArguments, parse_args, to_dict
 from fastft.errors import UserError, exit_on_user_error
 from fastft.interrupts import StopSignals
+from fastft.lr_find import run_lr_find
 from fastft.model_card import write_card
 from fastft.optim import build_optimizer, set_backbone_frozen
 from fastft.plan import TrainPlan, make_plan
@@ -89,6 +90,8 @@ def main(task_cls: type[Task], task_args_cls: type, argv: Optional[Sequence[str]
         if args.dry_run:
             PartialState(cpu=_launched_on_cpu_only()).print(dry_run(task, args))
             return None
+        if args.lr_find:
+            return run_lr_find(Trainer(task, args, lr_find=True))
         return train(task, args)
 
     return run()
@@ -174,10 +177,11 @@ def _resume_candidates(args: TrainingArguments) -> list[Path]:
 class Trainer:
     """State of one run; ``fit`` is the loop."""
 
-    def __init__(self, task: Task, args: TrainingArguments):
+    def __init__(self, task: Task, args: TrainingArguments, lr_find: bool = False):
+        """``lr_find``: set up model and data for an LR range test only; output_dir is left alone."""
         self.task, self.args = task, args
         self.accelerator = acc = _make_accelerator(args)
-        resume = _resume_candidates(args)
+        resume = [] if lr_find else _resume_candidates(args)
         self.output_dir = Path(args.output_dir)
         # Only the main process talks to the Hub; it checks token and repo before any training.
         self.repo_id = (hub.prepare_repo(args.hub_model_id, args.output_dir, args.hub_private_repo, args.hub_revision)
@@ -210,6 +214,9 @@ class Trainer:
             loaded = checkpoints.load_checkpoint(acc, resume, self.plan.as_dict(),
                                                  explicit=bool(args.resume_from_checkpoint))
             acc.print(f"Resuming from {loaded} (step {self.state.step})")
+        self.head = list(task.head_parameters(acc.unwrap_model(self.model)))
+        if lr_find:
+            return
         if acc.is_main_process:  # touched only now, so a recipe or data mistake leaves no trace
             self.output_dir.mkdir(parents=True, exist_ok=True)
             checkpoints.remove_partial(self.output_dir)
@@ -218,7 +225,6 @@ class Trainer:
                     shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
         self.log = reporting.RunLog(self.output_dir, acc.is_main_process, self.state.step if resume else None)
-        self.head = list(task.head_parameters(acc.unwrap_model(self.model)))
         if acc.is_main_process:
             reporting.write_config(self.output_dir, to_dict(task.task_args, args), self.plan.as_dict())
         if acc.log_with:

@@ -214,3 +214,26 @@ def test_accumulation_matches_one_larger_batch_including_a_short_last_batch(tmp_
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
     assert not all(torch.equal(a[k], load_file(tiny_vit / "model.safetensors")[k]) for k in a if k in
                    load_file(tiny_vit / "model.safetensors"))  # it did train
+
+
+def test_lr_find_sweeps_plots_and_suggests_without_touching_a_run(tmp_path, tiny_images, tiny_model, capsys):
+    from fastft.lr_find import suggestions
+
+    out = tmp_path / "run"
+    run(image_argv(out, tiny_images, tiny_model, "--max_steps", "2"))
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    result = run(image_argv(out, tiny_images, tiny_model, "--lr_find", "--lr_find_steps", "60",
+                            "--lr_find_end", "100"))
+    lrs = result["lrs"]
+    assert lrs[0] == pytest.approx(1e-7) and all(b > a for a, b in zip(lrs, lrs[1:]))  # exponential sweep
+    assert result["steps_run"] < 60  # an LR of 100 diverges: the sweep stops early
+    assert set(result["suggested"]) == {"valley", "steepest", "minimum_div_10"}
+    assert (out / "plots" / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    assert "suggested maximum LR for one_cycle" in capsys.readouterr().out
+    after = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file() and p.name != "lr_find.json"}
+    assert after == before  # the finished run's files are untouched
+    # On a textbook curve (flat, falling, then exploding) the picks land on the falling part.
+    grid = [10 ** (-6 + i / 10) for i in range(50)]
+    curve = [2.0] * 15 + [2.0 - 0.1 * i for i in range(1, 16)] + [0.5 + 0.5 * i for i in range(20)]
+    picks = suggestions(grid, curve)
+    assert grid[15] <= picks["valley"] <= grid[30] and grid[14] <= picks["steepest"] <= grid[30]

@@ -1,0 +1,100 @@
+"""LR range test (Smith 2017; fastai's learning-rate finder) on the engine's own optimizer step.
+
+The LR grows exponentially from ``lr_find_start`` to ``lr_find_end`` over
+``lr_find_steps`` optimizer steps (stopping early once the loss diverges); the
+smoothed loss against the LR goes to ``plots/lr_find.png`` and ``lr_find.json``
+with suggested maxima for one-cycle. Nothing else in output_dir is touched.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fastft.interrupts import StopSignals
+
+if TYPE_CHECKING:
+    from fastft.engine import Trainer
+
+
+def suggestions(lrs: list[float], losses: list[float]) -> dict[str, float]:
+    """Candidate maximum LRs read off the smoothed loss curve.
+
+    - ``valley``: about halfway into the longest stretch where the loss keeps falling
+      (fastai's default suggestion), robust to a noisy curve;
+    - ``steepest``: where the loss falls fastest per log-LR;
+    - ``minimum_div_10``: a tenth of the LR at the lowest loss (Smith's rule of thumb).
+    """
+    n = len(losses)
+    # Longest decreasing subsequence ending at each point (O(n^2), n is a few hundred).
+    run = [1] * n
+    for i in range(1, n):
+        run[i] = 1 + max((run[j] for j in range(i) if losses[j] > losses[i]), default=0)
+    end = max(range(n), key=lambda i: (run[i], -i))
+    start = end - run[end] + 1
+    third = (end - start) / 3
+    valley = start + int(third) + int(third / 2)
+    logs = [math.log10(lr) for lr in lrs]
+    slopes = [(losses[i + 1] - losses[i]) / (logs[i + 1] - logs[i]) for i in range(n - 1)]
+    steepest = min(range(n - 1), key=lambda i: slopes[i]) if n > 1 else 0
+    lowest = min(range(n), key=lambda i: losses[i])
+    return {"valley": lrs[valley], "steepest": lrs[steepest], "minimum_div_10": lrs[lowest] / 10}
+
+
+def run_lr_find(trainer: "Trainer") -> dict[str, Any]:
+    """Sweep the LR on the trainer's model and data; returns what lr_find.json holds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    args, acc = trainer.args, trainer.accelerator
+    start, end, steps = args.lr_find_start, args.lr_find_end, args.lr_find_steps
+    lrs, losses, smooth, best = [], [], 0.0, math.inf
+    trainer.stop = StopSignals()  # not installed: a Ctrl-C simply ends the sweep
+    trainer.model.train()
+    windows = iter(())
+    for t in range(steps):
+        lr = start * (end / start) ** (t / max(steps - 1, 1))
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        window = next(windows, None)
+        if window is None:  # the sweep may need more than one epoch of a small dataset
+            trainer.train_loader.set_epoch(t)
+            windows = trainer._windows(trainer.train_loader)
+            window = next(windows)
+        loss_sum, items, _ = trainer._optimizer_step(window)
+        loss_total, item_total = acc.reduce(torch.stack([loss_sum, items]), "sum").tolist()
+        loss = loss_total / max(item_total, 1)
+        smooth = 0.98 * smooth + 0.02 * loss  # fastai's exponential moving average, debiased below
+        value = smooth / (1 - 0.98 ** (t + 1))
+        lrs.append(lr)
+        losses.append(value)
+        best = min(best, value)
+        if not math.isfinite(value) or value > 4 * best:  # diverged: the rest of the sweep says nothing
+            break
+    result = {"lrs": lrs, "losses": losses, "suggested": suggestions(lrs, losses) if len(lrs) > 2 else {},
+              "steps_run": len(lrs)}
+    if acc.is_main_process:
+        out = Path(args.output_dir)
+        (out / "plots").mkdir(parents=True, exist_ok=True)
+        (out / "lr_find.json").write_text(json.dumps(result, indent=1))
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot(lrs, losses)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("smoothed training loss")
+        for name, value in result["suggested"].items():
+            ax.axvline(value, linestyle="--", alpha=0.6, label=f"{name}: {value:.2e}")
+        ax.legend()
+        ax.set_title("LR range test")
+        fig.tight_layout()
+        fig.savefig(out / "plots" / "lr_find.png", dpi=100)
+        plt.close(fig)
+        picks = ", ".join(f"{k} {v:.3g}" for k, v in result["suggested"].items())
+        acc.print(f"LR range test over {len(lrs)} steps: suggested maximum LR for one_cycle: {picks}. "
+                  f"Plot: {out / 'plots' / 'lr_find.png'}")
+    return result
