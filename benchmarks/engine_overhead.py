@@ -1,0 +1,236 @@
+"""Engine overhead: fastft vs a plain PyTorch loop vs the HF Trainer, same model, data and batch.
+
+    python benchmarks/engine_overhead.py            # writes benchmarks/results/engine_overhead.{json,md,png}
+
+First it checks that fastft and the plain loop follow the same loss trajectory (full-batch
+steps, so data order cannot differ). Then it times the three interleaved (A B C A B C ...),
+several repeats after warm-up, fp32, the same thread count, no evaluation, and reports the
+median optimizer steps per second and the ratios to the plain loop.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fastft.config import TrainingArguments  # noqa: E402
+from fastft.engine import Trainer  # noqa: E402
+from fastft.tasks.base import Task  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = {  # name -> (timm architecture, image size): a convolutional network and a transformer
+    "resnet18 (conv)": ("resnet18", 64),
+    "vit_tiny (transformer)": ("vit_tiny_patch16_224", 64),
+}
+
+
+def make_model(arch: str, size: int, seed: int) -> torch.nn.Module:
+    import timm
+
+    torch.manual_seed(seed)
+    kwargs = {"img_size": size} if "vit" in arch else {}
+    return timm.create_model(arch, num_classes=10, **kwargs)
+
+
+def make_data(n: int, size: int, seed: int = 0) -> torch.utils.data.TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.TensorDataset(torch.randn(n, 3, size, size, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+@dataclasses.dataclass
+class SyntheticArguments:
+    arch: str
+    size: int
+
+
+class SyntheticTask(Task):
+    """In-memory tensors and a timm model: what every framework gets alike."""
+
+    def __init__(self, args: TrainingArguments, arch: str, size: int, data: Any, seed: int):
+        super().__init__(SyntheticArguments(arch, size), args)
+        self.arch, self.size, self.data, self.seed = arch, size, data, seed
+
+    def num_train_samples(self) -> int:
+        return len(self.data)
+
+    def load_data(self):
+        return self.data, torch.utils.data.Subset(self.data, range(2))
+
+    def build_model(self):
+        if not hasattr(self, "_model"):
+            self._model = make_model(self.arch, self.size, self.seed)
+        return self._model
+
+    def collate(self, examples):
+        x, y = zip(*examples)
+        return {"pixel_values": torch.stack(x), "labels": torch.stack(y)}
+
+    def training_loss(self, model, batch):
+        return F.cross_entropy(model(batch["pixel_values"]), batch["labels"], reduction="sum")
+
+    def evaluation_step(self, model, batch):
+        logits = model(batch["pixel_values"])
+        return {"loss": F.cross_entropy(logits, batch["labels"], reduction="none")}
+
+    def compute_metrics(self, outputs):
+        return {}
+
+    def head_parameters(self, model):
+        return model.get_classifier().parameters()
+
+    def save_model(self, model, output_dir):
+        pass
+
+
+def fastft_run(arch: str, size: int, data: Any, batch: int, steps: int, warmup: int, seed: int,
+               shuffle: bool = True) -> tuple[float, list[float]]:
+    """(steps per second after warm-up, per-step losses) through the fastft engine."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=batch,
+                                 learning_rate=0.01, optim="sgd", momentum=0.9, max_grad_norm=0,
+                                 lr_scheduler_type="constant", eval_strategy="no", logging_steps=1 if not shuffle
+                                 else warmup, seed=seed, save_total_limit=None, mixed_precision="no")
+        Trainer(SyntheticTask(args, arch, size, data, seed), args).fit()
+        rows = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
+    for reset in (AcceleratorState, GradientState):
+        reset._reset_state()
+    PartialState._reset_state()
+    at = {r["step"]: r["elapsed_s"] for r in rows}
+    rate = (steps - warmup) / (at[steps] - at[warmup]) if warmup in at else float("nan")
+    return rate, [r["loss"] for r in rows]
+
+
+def plain_run(arch: str, size: int, data: Any, batch: int, steps: int, warmup: int, seed: int,
+              shuffle: bool = True) -> tuple[float, list[float]]:
+    """The loop a user would write by hand: DataLoader, forward, backward, step, LR scheduler."""
+    model = make_model(arch, size, seed).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=shuffle,
+                                         generator=torch.Generator().manual_seed(seed))
+    losses, t = [], 0
+    while t < steps:
+        for x, y in loader:
+            if t == warmup:
+                start = time.perf_counter()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            losses.append(loss.item())
+            t += 1
+            if t == steps:
+                break
+    return (steps - warmup) / (time.perf_counter() - start), losses
+
+
+def hf_trainer_run(arch: str, size: int, data: Any, batch: int, steps: int, warmup: int, seed: int) -> float:
+    from transformers import Trainer as HFTrainer, TrainerCallback, TrainingArguments as HFArgs
+
+    class WithLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = make_model(arch, size, seed)
+
+        def forward(self, pixel_values, labels):
+            return {"loss": F.cross_entropy(self.net(pixel_values), labels)}
+
+    marks: dict[int, float] = {}
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            marks[state.global_step] = time.perf_counter()
+
+    collate = lambda ex: {"pixel_values": torch.stack([e[0] for e in ex]), "labels": torch.stack([e[1] for e in ex])}  # noqa: E731
+    with tempfile.TemporaryDirectory() as out:
+        hf_args = HFArgs(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=0.01,
+                         optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0, logging_steps=warmup,
+                         save_strategy="no", eval_strategy="no", report_to=[], seed=seed, use_cpu=True,
+                         dataloader_num_workers=0, disable_tqdm=True)
+        HFTrainer(model=WithLoss(), args=hf_args, train_dataset=data, data_collator=collate,
+                  callbacks=[Clock()]).train()
+    return (steps - warmup) / (marks[steps] - marks[warmup])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    opts = parser.parse_args()
+    torch.set_num_threads(opts.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(opts.threads))
+    RESULTS.mkdir(exist_ok=True)
+    report: dict[str, Any] = {"threads": opts.threads, "batch": opts.batch, "steps": opts.steps,
+                              "warmup": opts.warmup, "repeats": opts.repeats, "torch": torch.__version__,
+                              "date": time.strftime("%Y-%m-%d"), "models": {}}
+    for name, (arch, size) in MODELS.items():
+        # 1. Same trajectory: full-batch steps (batch = dataset), so data order cannot matter.
+        small = make_data(opts.batch, size)
+        _, ours = fastft_run(arch, size, small, opts.batch, 10, 1, seed=0, shuffle=False)
+        _, theirs = plain_run(arch, size, small, opts.batch, 10, 1, seed=0, shuffle=False)
+        gap = max(abs(a - b) / max(abs(b), 1e-8) for a, b in zip(ours, theirs))
+        print(f"{name}: loss trajectory fastft vs plain loop, max relative gap {gap:.2e}", flush=True)
+        # 2. Interleaved timing.
+        data = make_data(opts.batch * (opts.steps + 1), size)
+        runners: dict[str, Callable[[], float]] = {
+            "plain loop": lambda: plain_run(arch, size, data, opts.batch, opts.steps, opts.warmup, 0)[0],
+            "fastft": lambda: fastft_run(arch, size, data, opts.batch, opts.steps, opts.warmup, 0)[0],
+            "HF Trainer": lambda: hf_trainer_run(arch, size, data, opts.batch, opts.steps, opts.warmup, 0),
+        }
+        rates: dict[str, list[float]] = {k: [] for k in runners}
+        for r in range(opts.repeats):
+            for key, fn in runners.items():
+                rates[key].append(fn())
+            print(f"  repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} steps/s" for k, v in rates.items()), flush=True)
+        medians = {k: statistics.median(v) for k, v in rates.items()}
+        report["models"][name] = {"trajectory_max_rel_gap": gap, "steps_per_s": rates, "median": medians,
+                                  "fastft_vs_plain": medians["fastft"] / medians["plain loop"],
+                                  "fastft_vs_hf_trainer": medians["fastft"] / medians["HF Trainer"]}
+    (RESULTS / "engine_overhead.json").write_text(json.dumps(report, indent=1))
+    lines = ["| model | plain loop steps/s | fastft steps/s | HF Trainer steps/s | fastft / plain | fastft / HF Trainer |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, m in report["models"].items():
+        med = m["median"]
+        lines.append(f"| {name} | {med['plain loop']:.2f} | {med['fastft']:.2f} | {med['HF Trainer']:.2f} | "
+                     f"{m['fastft_vs_plain']:.3f} | {m['fastft_vs_hf_trainer']:.3f} |")
+    table = "\n".join(lines)
+    (RESULTS / "engine_overhead.md").write_text(table + "\n")
+    print(table)
+    _plot(report)
+
+
+def _plot(report: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(report["models"]), figsize=(10, 3.5))
+    for ax, (name, m) in zip(axes, report["models"].items()):
+        ax.boxplot(list(m["steps_per_s"].values()), tick_labels=list(m["steps_per_s"]))
+        ax.set_title(name)
+        ax.set_ylabel("optimizer steps / s")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "engine_overhead.png", dpi=100)
+
+
+if __name__ == "__main__":
+    main()
