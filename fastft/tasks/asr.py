@@ -1,0 +1,233 @@
+"""Speech recognition: Whisper and other ``AutoModelForSpeechSeq2Seq`` models, scored by WER and CER (%).
+
+The token loss, label smoothing, generation and predictions.txt come from
+``Seq2SeqTask``; this module brings audio in, transcripts as labels, Whisper's
+language/task prompt and the text normalisation that WER is computed on.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+from torch import nn
+
+from fastft import speech_models
+from fastft.config import TrainingArguments
+from fastft.errors import UserError
+from fastft.metrics import load_metric
+from fastft.tasks.seq2seq import Seq2SeqTask
+from fastft.tasks.speech import SpeechArguments
+from fastft.tasks.speech_data import KNOWN_TRAIN_SIZES, TEXT_COLUMNS, Clips, SpeechData
+
+
+def text_normalizer(kind: str, tokenizer: Any = None) -> Callable[[str], str]:
+    """How predictions and references are normalised before WER/CER (transformers' Whisper normalisers)."""
+    from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
+
+    if kind == "none":
+        return lambda text: " ".join(text.split())
+    if kind == "basic":
+        return BasicTextNormalizer()  # lowercase, punctuation and bracketed/parenthesised spans removed
+    # British -> American spellings ship with Hub Whisper tokenizers (normalizer.json); numbers etc. need nothing.
+    return EnglishTextNormalizer(getattr(tokenizer, "english_spelling_normalizer", None) or {})
+
+
+class AsrTask(Seq2SeqTask):
+    main_metric = "eval_wer"
+    greater_is_better = False
+    pipeline_tag = "automatic-speech-recognition"
+
+    def __init__(self, task_args: SpeechArguments, args: TrainingArguments):
+        super().__init__(task_args, args)
+        if args.freeze_epochs:
+            raise UserError("freeze_epochs trains only a new head, which a speech recogniser has none of: unset it "
+                            "(freeze_encoder trains the decoder alone)")
+        if task_args.cache_encoder_outputs and not task_args.freeze_encoder:
+            raise UserError("cache_encoder_outputs needs freeze_encoder: a trained encoder's outputs change every "
+                            "step")
+        self.data = SpeechData(task_args, args.seed, args.max_train_samples, args.max_eval_samples)
+        self._model: Optional[nn.Module] = None
+        self._encoded: Optional[dict[int, torch.Tensor]] = None  # clip key -> frozen encoder output
+
+    # -- model ---------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        if self._model is not None:
+            return self._model
+        a = self.task_args
+        model, self.processor = speech_models.load_speech_seq2seq(a.model_name_or_path)
+        self.tokenizer, self.extractor = self.processor.tokenizer, self.processor.feature_extractor
+        self.whisper = speech_models.is_whisper(model)
+        if self.whisper:
+            self._set_whisper_prompt(model)
+            if a.whisper_window_s:
+                speech_models.set_whisper_window(model, self.extractor, a.whisper_window_s)
+        elif a.whisper_window_s or a.language:
+            raise UserError(f"whisper_window_s and language apply to Whisper models; {a.model_name_or_path} is a "
+                            f"{model.config.model_type}: unset them")
+        limit = getattr(model.config, "max_target_positions", None)
+        if limit and a.max_target_length + 4 > limit:  # room for Whisper's prompt tokens
+            raise UserError(f"max_target_length {a.max_target_length} does not fit the decoder's {limit} positions; "
+                            f"set it to {limit - 4} or less")
+        speech_models.freeze(model, a.freeze_encoder, a.freeze_feature_encoder)
+        if a.cache_encoder_outputs:
+            if not self.whisper:
+                raise UserError(f"cache_encoder_outputs applies to Whisper models; {a.model_name_or_path} is a "
+                                f"{model.config.model_type}: unset it")
+            self._encoded = {}
+        # Tokenizers that start every text with the decoder start token (Whisper's <|startoftranscript|>)
+        # would see it twice once the labels are shifted right behind it: drop it from the labels.
+        first = self.tokenizer(text_target="a")["input_ids"][0]
+        self.labels_repeat_start = first == model.config.decoder_start_token_id
+        self._model = model
+        return model
+
+    def _set_whisper_prompt(self, model: nn.Module) -> None:
+        a, gen = self.task_args, model.generation_config
+        if not getattr(gen, "is_multilingual", False):
+            if a.language not in (None, "en", "english") or a.asr_task != "transcribe":
+                raise UserError(f"{a.model_name_or_path} is an English-only Whisper: unset language and asr_task, or "
+                                f"use a multilingual checkpoint (e.g. openai/whisper-small)")
+            self.tokenizer.set_prefix_tokens(predict_timestamps=False)
+            return
+        if a.language is None:
+            raise UserError("language is required with a multilingual Whisper (e.g. language: hindi); without it "
+                            "the model would guess the language of every clip")
+        try:
+            self.tokenizer.set_prefix_tokens(language=a.language, task=a.asr_task, predict_timestamps=False)
+        except ValueError as err:
+            raise UserError(f"language {a.language!r}: {str(err).splitlines()[0][:200]}") from None
+        # Saved with the model, so the fine-tuned checkpoint generates in this language by default.
+        gen.language, gen.task = a.language, a.asr_task
+        gen.forced_decoder_ids = None
+        model.config.forced_decoder_ids = None
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        kwargs = super().generation_kwargs()
+        if self.whisper and getattr(self._model.generation_config, "is_multilingual", False):
+            kwargs.update(language=self.task_args.language, task=self.task_args.asr_task)
+        return kwargs
+
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "index", "key")}
+        if self._encoded is not None and "input_features" in inputs:
+            return {"encoder_outputs": self._cached_encoder_outputs(inputs["input_features"], batch["key"])}
+        return inputs
+
+    def _cached_encoder_outputs(self, features: torch.Tensor, keys: torch.Tensor) -> Any:
+        """The frozen encoder's outputs, computed once per clip (the encoder is most of Whisper's cost).
+
+        Exact as long as the encoder is frozen and has no dropout (Whisper's is 0).
+        """
+        from transformers.modeling_outputs import BaseModelOutput
+
+        keys = keys.tolist()
+        missing = [i for i, key in enumerate(keys) if key not in self._encoded]
+        if missing:
+            with torch.no_grad():
+                hidden = self._model.get_encoder()(features[missing]).last_hidden_state
+            self._encoded.update({keys[i]: h for i, h in zip(missing, hidden)})
+        return BaseModelOutput(last_hidden_state=torch.stack([self._encoded[key] for key in keys]))
+
+    def evaluation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.whisper and self._encoded is None:
+            # The encoder is most of Whisper's cost: run it once for both the teacher-forced loss and generation.
+            encoded = extract_model_from_parallel(model).get_encoder()(batch["input_features"])
+            batch = {"encoder_outputs": encoded, **{k: v for k, v in batch.items() if k != "input_features"}}
+        return super().evaluation_step(model, batch)
+
+    def head_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
+        return []
+
+    def save_model(self, model: nn.Module, output_dir: Path) -> None:
+        # AutoModelForSpeechSeq2Seq + AutoProcessor (and the ASR pipeline) reload it, and so does this script.
+        model.save_pretrained(output_dir)
+        self.processor.save_pretrained(output_dir)
+
+    # -- data --------------------------------------------------------------------------
+    def _max_duration(self) -> Optional[float]:
+        """Longest clip kept: max_duration_s, and never more than Whisper's window (longer would be cut)."""
+        a = self.task_args
+        window = None
+        if self.whisper:
+            window = float(a.whisper_window_s or speech_models.whisper_window_s(self._model))
+        if a.max_duration_s is not None and window is not None and a.max_duration_s > window:
+            raise UserError(f"max_duration_s {a.max_duration_s} exceeds Whisper's {window:g} s input window: longer "
+                            f"clips would be cut off; set max_duration_s to {window:g} or less")
+        return a.max_duration_s if a.max_duration_s is not None else window
+
+    def num_train_samples(self) -> int:
+        a = self.task_args
+        known = KNOWN_TRAIN_SIZES.get((a.dataset_name, a.dataset_config_name))
+        if known is not None and not self.data.files():
+            return min(known, self.args.max_train_samples or known)
+        self.build_model()
+        return len(self.data.splits("text_column", TEXT_COLUMNS, self._max_duration())[0])
+
+    def load_data(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+        self.build_model()
+        train, evaluation = self.data.splits("text_column", TEXT_COLUMNS, self._max_duration())
+        column = self.data.audio_column
+        self.eval_sources = [x if isinstance(x, str) else str(x.get("path") or i)
+                             for i, x in enumerate(evaluation[column])]
+        self.eval_references = [t or "" for t in evaluation[self.data.target_column]]
+        self.normalize = text_normalizer(self.task_args.text_normalization, self.tokenizer)
+        self.wer, self.cer = load_metric("wer"), load_metric("cer")
+        rate = self.extractor.sampling_rate
+        return (Clips(train, column, self.data.target_column, rate, self.encode),
+                Clips(evaluation, column, self.data.target_column, rate, self.encode, key_offset=len(train)))
+
+    def encode(self, text: Optional[str]) -> dict[str, list[int]]:
+        """Label ids of a transcript: Whisper's prompt tokens, the text, end of text."""
+        drop = int(self.labels_repeat_start)
+        ids = self.tokenizer(text_target=text or "", max_length=self.task_args.max_target_length + drop,
+                             truncation=True)["input_ids"]
+        return {"labels": ids[drop:]}
+
+    def collate_inputs(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = speech_models.extract_features(self.extractor, [e["audio"] for e in examples],
+                                               self.extractor.sampling_rate)
+        batch["key"] = torch.tensor([e["key"] for e in examples])
+        return batch
+
+    # -- metrics -----------------------------------------------------------------------
+    def eval_texts(self, indices: Optional[list[int]]) -> tuple[list[str], Optional[list[str]]]:
+        # Scored against the dataset's own transcripts, not the (possibly truncated) label ids.
+        return [self.eval_sources[i] for i in indices], [self.eval_references[i] for i in indices]
+
+    def score(self, predictions: list[str], references: list[str]) -> dict[str, float]:
+        predictions = [self.normalize(p) for p in predictions]
+        references = [self.normalize(r) for r in references]
+        # In percent, as the Whisper papers and the HF fine-tuning blog report them.
+        return {"eval_wer": 100 * self.wer.compute(predictions=predictions, references=references)["wer"],
+                "eval_cer": 100 * self.cer.compute(predictions=predictions, references=references)["cer"]}
+
+    # -- reporting -----------------------------------------------------------------------
+    def metric_names(self) -> set[str]:
+        return {"eval_wer", "eval_cer", "eval_loss"}
+
+    def card_info(self) -> dict[str, Any]:
+        return {**super().card_info(), "tags": ["automatic-speech-recognition", "whisper" if self.whisper else "asr"],
+                "metric_type": "wer", "metric_name": "WER",
+                "load": 'from transformers import pipeline\n\n'
+                        'asr = pipeline("automatic-speech-recognition", model="{repo_id}")'}
+
+    def describe(self) -> list[str]:
+        a = self.task_args
+        data = ", ".join(map(str, self.data.files().values())) or self.data.name() + (
+            f" ({a.dataset_config_name})" if a.dataset_config_name else "")
+        tricks = [f"label_smoothing={self.args.label_smoothing_factor}" if self.args.label_smoothing_factor else "",
+                  "freeze_encoder" if a.freeze_encoder else "",
+                  "cache_encoder_outputs" if a.cache_encoder_outputs else "",
+                  "freeze_feature_encoder" if a.freeze_feature_encoder else "",
+                  f"whisper_window_s={a.whisper_window_s}" if a.whisper_window_s else ""]
+        return [f"task:                       asr ({a.language or 'model language'}, {a.asr_task})",
+                f"model:                      {a.model_name_or_path}",
+                f"dataset:                    {data}",
+                f"clips:                      {a.min_duration_s:g} s to "
+                f"{'the model window' if a.max_duration_s is None else f'{a.max_duration_s:g} s'}",
+                f"evaluation:                 generate (num_beams={a.num_beams}, max_new_tokens="
+                f"{a.max_new_tokens or a.max_target_length}); WER, CER after {a.text_normalization} normalisation"
+                + ("; also before training" if a.eval_before_training else ""),
+                f"tricks:                     {', '.join(t for t in tricks if t) or 'none'}"]
