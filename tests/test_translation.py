@@ -316,7 +316,7 @@ def test_gettext_asset_filters_and_splits_deterministically(tmp_path, monkeypatc
 def test_installed_gettext_catalogs_give_thousands_of_disjoint_pairs():
     ds = text_assets.dataset_asset("fastft:gettext_en_de")
     assert len(ds["train"]) > 1000 and len(ds["test"]) > 50
-    train = set(ds["train"]["translation"][i]["en"] for i in range(len(ds["train"])))
+    train = {pair["en"] for pair in ds["train"]["translation"]}
     assert not train & {row["en"] for row in ds["test"]["translation"]}
 
 
