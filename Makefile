@@ -1,11 +1,15 @@
 # The README's two commands. Each does the (idempotent) set-up first.
-.PHONY: setup quickstart test test-fast
+.PHONY: setup quickstart quickstart-translation test test-fast
 
 setup:
 	bash scripts/setup.sh
 
 quickstart: setup
 	.venv/bin/accelerate launch scripts/train_image.py --config recipes/image/quickstart.yaml --overwrite_output_dir true
+
+# The other tasks' offline quickstarts (README: Translation, Speech).
+quickstart-translation: setup
+	.venv/bin/accelerate launch scripts/train_translation.py --config recipes/translation/quickstart.yaml --overwrite_output_dir true
 
 test: setup
 	.venv/bin/python -m pytest

@@ -194,15 +194,16 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=head).reshape(dims)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fastft.assets``: prepare every offline asset now (set-up calls it)."""
+def prepare_assets(description: str, preparers: list[tuple[str, Callable[[str], object]]],
+                   argv: list[str] | None = None) -> int:
+    """The ``python -m fastft.*assets`` command: prepare each asset now, report what is missing, exit 1 if any."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Prepare fastft's offline assets into the cache.")
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quiet", action="store_true", help="print only problems")
     quiet = parser.parse_args(argv).quiet
     failed = 0
-    for name, prepare in [*((n, model_asset) for n in MODEL_ASSETS), *((n, dataset_asset) for n in DATASET_ASSETS)]:
+    for name, prepare in preparers:
         try:
             result = prepare(name)
             if not quiet:
@@ -211,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             print(f"{name}: not available: {err}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fastft.assets``: prepare the image assets now (set-up calls it)."""
+    return prepare_assets("Prepare fastft's offline image assets into the cache.",
+                          [*((n, model_asset) for n in MODEL_ASSETS), *((n, dataset_asset) for n in DATASET_ASSETS)],
+                          argv)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ class TrainingArguments:
     max_momentum: float = field(0.95, "Momentum at the LR trough when cycling.", min=0, max=1)
     label_smoothing_factor: float = field(0.0, "Label smoothing epsilon (Szegedy et al. 2016).", min=0, max=1)
     freeze_epochs: int = field(0, "Epochs to train only the new head before unfreezing the backbone.", min=0)
+    head_lr_scale: float = field(1.0, "LR multiplier for newly initialised weights (head, cross-attention) over "
+                                      "the pretrained ones (discriminative LRs).", min=0, exclusive_min=True)
     layer_decay: Optional[float] = field(None, "Layer-wise LR decay: each layer below the top gets this factor.",
                                          min=0, max=1, exclusive_min=True)
     mixed_precision: Optional[Literal["no", "fp16", "bf16"]] = field(

@@ -195,7 +195,7 @@ class Trainer:
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.plan: TrainPlan = make_plan(args, len(train_set), acc.num_processes, task.drop_last)
-        optimizer = build_optimizer(model, args, self.plan.scaled_learning_rate)
+        optimizer = build_optimizer(model, args, self.plan.scaled_learning_rate, task.head_parameters(model))
         self.train_set = _SeededSamples(train_set, args.seed)
         # Workers are not persistent so each epoch's workers see the new train_set.epoch.
         train_loader = DataLoader(self.train_set, batch_size=args.per_device_train_batch_size, shuffle=True,
@@ -262,7 +262,9 @@ class Trainer:
 
     def _on_eval(self, epoch_float: float) -> dict[str, float]:
         args, state = self.args, self.state
+        started = time.perf_counter()
         metrics = self.evaluate()
+        eval_runtime_s = time.perf_counter() - started
         state.last_eval_step = state.step
         state.last_metric = metrics.get(self.task.main_metric)
         main = metrics.get(self.task.main_metric)
@@ -277,8 +279,9 @@ class Trainer:
             higher = args.target_metric != "eval_loss" and self.task.greater_is_better
             if (value >= args.target_value) if higher else (value <= args.target_value):
                 state.time_to_target_s = self._elapsed()
+        # eval_runtime_s lets a benchmark subtract evaluation from elapsed_s (time spent training).
         row = {"step": state.step, "epoch": round(epoch_float, 4), "elapsed_s": round(self._elapsed(), 3),
-               **metrics}
+               "eval_runtime_s": round(eval_runtime_s, 3), **metrics}
         self.log.eval(row)
         self.accelerator.log(metrics, step=state.step)
         self.accelerator.print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

@@ -13,8 +13,12 @@ from fastft.errors import UserError
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 
 
-def build_optimizer(model: nn.Module, args: TrainingArguments, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, args: TrainingArguments, lr: float,
+                    head_params: Iterable[nn.Parameter] = ()) -> torch.optim.Optimizer:
     """timm's create_optimizer_v2: no weight decay on biases/norms, layer-wise LR decay via ``lr_scale``.
+
+    ``head_lr_scale`` multiplies the ``lr_scale`` of ``head_params`` (the weights a
+    task initialised anew), on top of any layer decay.
 
     Build it before any freezing: timm leaves out parameters that do not
     require grad, and they would never train after unfreezing.
@@ -31,9 +35,34 @@ def build_optimizer(model: nn.Module, args: TrainingArguments, lr: float) -> tor
     if args.layer_decay is not None and not hasattr(model, "group_matcher"):
         raise UserError(f"layer_decay needs a model that groups its layers (timm models do); "
                         f"{type(model).__name__} does not: unset layer_decay")
-    return timm.optim.create_optimizer_v2(
+    optimizer = timm.optim.create_optimizer_v2(
         model, opt=args.optim, lr=lr, weight_decay=args.weight_decay, momentum=args.momentum,
         layer_decay=args.layer_decay, **extra)
+    if args.head_lr_scale != 1.0:
+        chosen = {id(p) for p in head_params}
+        if not chosen:
+            raise UserError(f"head_lr_scale {args.head_lr_scale} scales the LR of newly initialised weights, and "
+                            f"this model has none (it is fully pretrained): unset head_lr_scale")
+        _scale_lr(optimizer, chosen, args.head_lr_scale)
+    return optimizer
+
+
+def _scale_lr(optimizer: torch.optim.Optimizer, chosen: set[int], scale: float) -> None:
+    """Move the chosen parameters of every group into a twin group whose ``lr_scale`` is ``scale`` times."""
+    twins = []
+    for group in optimizer.param_groups:
+        picked = [p for p in group["params"] if id(p) in chosen]
+        rest = [p for p in group["params"] if id(p) not in chosen]
+        if not picked:
+            continue
+        scaled = group.get("lr_scale", 1.0) * scale
+        if rest:
+            group["params"] = rest
+            twins.append({**group, "params": picked, "lr_scale": scaled, "lr": group["lr"] * scale})
+        else:
+            group["lr_scale"], group["lr"] = scaled, group["lr"] * scale
+    for twin in twins:
+        optimizer.add_param_group(twin)
 
 
 def set_backbone_frozen(model: nn.Module, head_params: Iterable[nn.Parameter], frozen: bool) -> None:

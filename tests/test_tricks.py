@@ -203,6 +203,30 @@ def test_no_weight_decay_on_biases_and_norms_without_layer_decay(effnet):
     assert {g["lr"] for g in optimizer.param_groups} == {0.1}
 
 
+@pytest.mark.parametrize("layer_decay", [None, 0.5])
+def test_head_lr_scale_multiplies_the_new_weights_lr_through_the_schedule(vit, layer_decay):
+    """Discriminative LRs: the head trains head_lr_scale times faster, weight decay groups intact."""
+    from fastft.schedules import Schedule, Scheduler
+
+    head = [vit.head.weight, vit.head.bias]
+    plain = build_optimizer(vit, args(layer_decay=layer_decay, weight_decay=0.05), lr=0.01)
+    scaled = build_optimizer(vit, args(layer_decay=layer_decay, weight_decay=0.05, head_lr_scale=10), lr=0.01,
+                             head_params=head)
+    for optimizer in (plain, scaled):
+        Scheduler(optimizer, Schedule(kind="constant", total_steps=10), 0.01).step()
+
+    def by_param(optimizer, key):
+        return {id(p): g[key] for g in optimizer.param_groups for p in g["params"]}
+
+    before, after = by_param(plain, "lr"), by_param(scaled, "lr")
+    assert set(before) == set(after) == {id(p) for p in vit.parameters()}  # each parameter once
+    for name, p in vit.named_parameters():
+        assert after[id(p)] == pytest.approx(before[id(p)] * (10 if name.startswith("head.") else 1)), name
+    assert by_param(plain, "weight_decay") == by_param(scaled, "weight_decay")
+    with pytest.raises(UserError, match="head_lr_scale .* has none"):
+        build_optimizer(vit, args(head_lr_scale=10), lr=0.01, head_params=[])
+
+
 def test_adam_hyperparameters_reach_the_optimizer(effnet):
     optimizer = build_optimizer(effnet, args(adam_beta1=0.8, adam_beta2=0.99, adam_epsilon=1e-6), lr=0.003)
     group = optimizer.param_groups[0]

@@ -1,0 +1,309 @@
+"""Translation: HF datasets or local files in, any ``AutoModelForSeq2SeqLM`` (or a warm-started pair) out.
+
+Models: Marian, T5 (``source_prefix``), mBART / NLLB (``source_lang_code``,
+``target_lang_code``), or an encoder-decoder warm-started from two pretrained
+checkpoints (``encoder_name_or_path``, ``decoder_name_or_path``; BERT2BERT,
+Rothe et al. 2020). Scored by generation on sacreBLEU (main) and chrF.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import datasets
+import torch
+from torch import nn
+
+from fastft import text_assets
+from fastft.config import TrainingArguments, field
+from fastft.errors import UserError
+from fastft.metrics import load_metric
+from fastft.tasks.seq2seq import Seq2SeqArguments, Seq2SeqTask
+from fastft.text_models import load_seq2seq
+
+DEFAULT_DATASET = "fastft:gettext_en_de"
+# Train-set sizes of well-known Hub datasets (name, config), so a dry run plans without downloading them.
+KNOWN_TRAIN_SIZES = {("wmt16", "ro-en"): 610_320, ("wmt/wmt16", "ro-en"): 610_320,
+                     ("wmt16", "de-en"): 4_548_885, ("wmt/wmt16", "de-en"): 4_548_885,
+                     ("wmt14", "de-en"): 4_508_785, ("wmt/wmt14", "de-en"): 4_508_785}
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
+
+
+@dataclasses.dataclass
+class TranslationArguments(Seq2SeqArguments):
+    """Fields of the translation task."""
+
+    encoder_name_or_path: Optional[str] = field(None, "Warm-start the encoder from this checkpoint (BERT2BERT, "
+                                                      "Rothe et al. 2020), with decoder_name_or_path.")
+    decoder_name_or_path: Optional[str] = field(None, "Warm-start the decoder from this checkpoint (it gains "
+                                                      "new cross-attention).")
+    tokenizer_name: Optional[str] = field(None, "Tokenizer to use; unset: the model's (or the encoder's).")
+    source_lang: Optional[str] = field(None, "Source language: its key in the translation column, e.g. en.")
+    target_lang: Optional[str] = field(None, "Target language: its key in the translation column, e.g. de.")
+    source_lang_code: Optional[str] = field(None, "Source language code of a multilingual tokenizer (mBART en_XX, "
+                                                  "NLLB eng_Latn).")
+    target_lang_code: Optional[str] = field(None, "Target language code of a multilingual tokenizer (mBART ro_RO, "
+                                                  "NLLB ron_Latn); generation is forced to start with it.")
+    source_prefix: str = field("", "Text put before every source, e.g. 'translate English to German: ' for T5.")
+    max_source_length: int = field(1024, "Longest tokenized source; longer ones are truncated.", min=1)
+    dataset_name: Optional[str] = field(None, "HF dataset: Hub name, json or csv (with train_file), or fastft: "
+                                              "asset; unset: the files' type, else fastft:gettext_en_de.")
+    dataset_config_name: Optional[str] = field(None, "Configuration of the Hub dataset, e.g. ro-en for wmt16.")
+    train_file: Optional[str] = field(None, "Local json/jsonl/csv file of training pairs.")
+    validation_file: Optional[str] = field(None, "Local json/jsonl/csv file of evaluation pairs.")
+    test_file: Optional[str] = field(None, "Local json/jsonl/csv file of test pairs (evaluated if no validation).")
+    train_split: str = field("train", "Split to train on.")
+    eval_split: Optional[str] = field(None, "Split to evaluate on; unset: validation, else test, else held out.")
+    train_val_split: float = field(0.05, "Share of train held out for evaluation when there is no eval split.",
+                                   min=0, max=1, exclusive_min=True)
+    source_column: Optional[str] = field(None, "Column of source texts, for data without a translation column; "
+                                               "unset: the column named source_lang.")
+    target_column: Optional[str] = field(None, "Column of target texts, for data without a translation column; "
+                                               "unset: the column named target_lang.")
+    freeze_embeddings: bool = field(False, "Keep the token embeddings and the output layer tied to them fixed: "
+                                           "faster steps, pretrained vectors for rare words.")
+    eval_lowercase: bool = field(False, "Case-insensitive BLEU and chrF (sacrebleu --lowercase), e.g. for an "
+                                        "uncased target tokenizer.")
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """Tokenizes one pair at a time, so a large dataset stays in its Arrow table."""
+
+    def __init__(self, ds: datasets.Dataset, pair: Callable[[dict], tuple[str, str]],
+                 encode: Callable[[str, str], dict[str, list[int]]]):
+        self.ds, self.pair, self.encode = ds, pair, encode
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.encode(*self.pair(self.ds[i])), "index": i}
+
+
+def freeze_embeddings(model: nn.Module, vocab_size: int) -> int:
+    """Stop training every token-embedding table and the output projection; how many weights froze.
+
+    An encoder-decoder has up to three vocabulary-sized matrices (encoder, decoder,
+    LM head; often tied): on a CPU their gradients and optimizer updates are a
+    large share of a step, and a short fine-tuning run barely moves them anyway.
+    """
+    frozen = 0
+    tables = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.num_embeddings >= vocab_size]
+    output = model.get_output_embeddings()
+    for weight in {id(w): w for w in tables + ([output.weight] if output is not None else [])}.values():
+        weight.requires_grad_(False)
+        frozen += weight.numel()
+    return frozen
+
+
+class TranslationTask(Seq2SeqTask):
+    main_metric = "eval_bleu"
+    pipeline_tag = "translation"
+
+    def __init__(self, task_args: TranslationArguments, args: TrainingArguments):
+        super().__init__(task_args, args)
+        a = task_args
+        warm = a.encoder_name_or_path or a.decoder_name_or_path
+        if bool(a.model_name_or_path) == bool(warm):
+            raise UserError("set either model_name_or_path (a seq2seq checkpoint) or encoder_name_or_path and "
+                            "decoder_name_or_path (warm start, e.g. fastft:minilm_l6 for both)")
+        if warm and not (a.encoder_name_or_path and a.decoder_name_or_path):
+            raise UserError("encoder_name_or_path and decoder_name_or_path go together: set both "
+                            "(the same checkpoint twice gives BERT2BERT)")
+        for name, column in (("source_lang", a.source_column), ("target_lang", a.target_column)):
+            if not getattr(a, name) and not column:
+                raise UserError(f"{name} is required: the language's key in the translation column "
+                                f"(e.g. en, de, ro), or set {name.split('_')[0]}_column")
+        if bool(a.source_lang_code) != bool(a.target_lang_code):
+            raise UserError("source_lang_code and target_lang_code go together (e.g. en_XX and ro_RO for mBART)")
+        if a.freeze_embeddings and args.freeze_epochs:
+            raise UserError("freeze_embeddings keeps the embeddings fixed for the whole run, and freeze_epochs "
+                            "unfreezes every weight after its epochs: set one of them")
+        if args.freeze_epochs and not warm:
+            raise UserError("freeze_epochs trains only newly initialised weights, which a pretrained seq2seq "
+                            "model has none of: unset freeze_epochs, or warm-start with encoder_/decoder_name_or_path")
+        self._model: Optional[nn.Module] = None
+        self.new_parameters: set[str] = set()
+
+    # -- data --------------------------------------------------------------------------
+    def _files(self) -> dict[str, str]:
+        a = self.task_args
+        files = {}
+        for split, name in (("train", "train_file"), ("validation", "validation_file"), ("test", "test_file")):
+            path = getattr(a, name)
+            if path is None:
+                continue
+            if not Path(path).is_file():
+                raise UserError(f"{name} {path} does not exist; give a json, jsonl or csv file of pairs")
+            files[split] = str(path)
+        return files
+
+    def _dataset(self) -> str:
+        a, files = self.task_args, self._files()
+        if not files:
+            return a.dataset_name or DEFAULT_DATASET
+        builders = {FILE_BUILDERS.get(Path(p).suffix.lower()) for p in files.values()}
+        builder = a.dataset_name or (builders.pop() if len(builders) == 1 else None)
+        if builder not in ("json", "csv"):
+            raise UserError(f"train_file/validation_file/test_file need dataset_name json or csv (or files ending "
+                            f"in .json, .jsonl or .csv); got dataset_name {a.dataset_name!r} and files "
+                            f"{', '.join(files.values())}")
+        return builder
+
+    def _load_raw(self) -> datasets.DatasetDict:
+        a, name, files = self.task_args, self._dataset(), self._files()
+        if files:
+            if "train" not in files:
+                raise UserError("train_file is required with local files (validation_file/test_file are for eval)")
+            loader = dict(path=name, data_files=files)
+        elif text_assets.is_asset(name):
+            return text_assets.dataset_asset(name)
+        elif name in ("json", "csv"):
+            raise UserError(f"dataset_name {name} needs train_file (and validation_file or test_file)")
+        else:
+            loader = dict(path=name, name=a.dataset_config_name)
+        try:
+            return datasets.load_dataset(**loader)
+        except (FileNotFoundError, ConnectionError, OSError, ValueError, datasets.exceptions.DatasetGenerationError) \
+                as err:
+            raise UserError(f"could not load dataset {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                            f"); use a Hub dataset (online), json/csv files, or {DEFAULT_DATASET}") from None
+
+    def _split(self, raw: datasets.DatasetDict, field_name: str) -> datasets.Dataset:
+        split = getattr(self.task_args, field_name)
+        if split not in raw:
+            raise UserError(f"{field_name} {split!r} is not in dataset {self._dataset()}; it has {', '.join(raw)}")
+        return raw[split]
+
+    def _splits(self) -> tuple[datasets.Dataset, datasets.Dataset]:
+        a, raw = self.task_args, self._load_raw()
+        train = self._split(raw, "train_split")
+        if a.eval_split is not None:
+            evaluation = self._split(raw, "eval_split")
+        elif "validation" in raw or "test" in raw:
+            evaluation = raw["validation" if "validation" in raw else "test"]
+        else:  # a deterministic held-out share
+            parts = train.train_test_split(test_size=a.train_val_split, seed=self.args.seed)
+            train, evaluation = parts["train"], parts["test"]
+        if self.args.max_train_samples:
+            train = train.shuffle(seed=self.args.seed).select(range(min(self.args.max_train_samples, len(train))))
+        if self.args.max_eval_samples:
+            evaluation = evaluation.shuffle(seed=self.args.seed).select(
+                range(min(self.args.max_eval_samples, len(evaluation))))
+        if not len(train) or not len(evaluation):
+            raise UserError(f"dataset {self._dataset()} gives {len(train)} training and {len(evaluation)} evaluation "
+                            f"pairs; both need at least one")
+        return train, evaluation
+
+    def _pair_reader(self, ds: datasets.Dataset) -> Callable[[dict], tuple[str, str]]:
+        """How to read (source, target) from a row: translation dicts, or two text columns."""
+        a, columns = self.task_args, ds.column_names
+        if a.source_column or a.target_column or "translation" not in columns:
+            source = a.source_column or a.source_lang
+            target = a.target_column or a.target_lang
+            for name, column in (("source_column", source), ("target_column", target)):
+                if column not in columns:
+                    raise UserError(f"{name} {column!r} is not a column of the dataset (no translation column "
+                                    f"either); it has {', '.join(columns)}")
+            return lambda row: (row[source] or "", row[target] or "")
+        feature = ds.features["translation"]
+        langs = list(feature.languages) if isinstance(feature, datasets.Translation) else list(feature)
+        for name in ("source_lang", "target_lang"):
+            if getattr(a, name) not in langs:
+                raise UserError(f"{name} {getattr(a, name)!r} is not a language of the translation column; "
+                                f"it has {', '.join(map(str, langs))}")
+        src, tgt = a.source_lang, a.target_lang
+        return lambda row: (row["translation"][src] or "", row["translation"][tgt] or "")
+
+    def num_train_samples(self) -> int:
+        a = self.task_args
+        known = KNOWN_TRAIN_SIZES.get((a.dataset_name, a.dataset_config_name))
+        if known is not None and not self._files():
+            return min(known, self.args.max_train_samples or known)
+        return len(self._splits()[0])
+
+    def load_data(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+        train, evaluation = self._splits()
+        self.build_model()
+        read = self._pair_reader(train)
+        eval_read = self._pair_reader(evaluation)
+        pairs = [eval_read(row) for row in evaluation]
+        self.eval_sources, self.eval_targets = [p[0] for p in pairs], [p[1] for p in pairs]
+        self.bleu, self.chrf = load_metric("sacrebleu"), load_metric("chrf")
+        return _Pairs(train, read, self.encode), _Pairs(evaluation, eval_read, self.encode)
+
+    def encode(self, source: str, target: str) -> dict[str, list[int]]:
+        """Token ids of a pair; the labels end with EOS and do not repeat the decoder start token."""
+        a, tok = self.task_args, self.tokenizer
+        source_length = min(a.max_source_length, getattr(tok, "model_max_length", a.max_source_length))
+        input_ids = tok(a.source_prefix + source, max_length=source_length, truncation=True)["input_ids"]
+        drop = int(self.labels_repeat_start)
+        labels = tok(text_target=target, max_length=a.max_target_length + drop, truncation=True)["input_ids"]
+        return {"input_ids": input_ids, "labels": labels[drop:]}
+
+    def collate_inputs(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer.pad({"input_ids": [e["input_ids"] for e in examples]}, return_tensors="pt"))
+
+    def eval_texts(self, indices: Optional[list[int]]) -> tuple[list[str], Optional[list[str]]]:
+        # Score against the untokenized references: sacreBLEU's point is detokenized, comparable text.
+        return [self.eval_sources[i] for i in indices], [self.eval_targets[i] for i in indices]
+
+    def score(self, predictions: list[str], references: list[str]) -> dict[str, float]:
+        lower = self.task_args.eval_lowercase
+        return {"eval_bleu": self.bleu.compute(predictions=predictions, references=references,
+                                               lowercase=lower)["score"],
+                "eval_chrf": self.chrf.compute(predictions=predictions, references=references,
+                                               lowercase=lower)["score"]}
+
+    # -- model ---------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        if self._model is None:
+            loaded = load_seq2seq(self.task_args)
+            self._model, self.tokenizer, self.new_parameters = loaded.model, loaded.tokenizer, loaded.new_parameters
+            # BERT-style tokenizers start every text with [CLS], which is also the decoder start token
+            # that shifting the labels prepends: keep it once.
+            first = self.tokenizer(text_target="a")["input_ids"][0]
+            self.labels_repeat_start = first == self._model.config.decoder_start_token_id
+            if self.task_args.freeze_embeddings:
+                freeze_embeddings(self._model, len(self.tokenizer))
+        return self._model
+
+    def head_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
+        """The weights a warm start initialised anew (cross-attention, LM-head transform)."""
+        return [p for name, p in model.named_parameters() if name in self.new_parameters]
+
+    def save_model(self, model: nn.Module, output_dir: Path) -> None:
+        # AutoModelForSeq2SeqLM + AutoTokenizer reload it, and so does model_name_or_path.
+        model.save_pretrained(output_dir)
+        self.tokenizer.save_pretrained(output_dir)
+
+    def metric_names(self) -> set[str]:
+        return {"eval_bleu", "eval_chrf", "eval_loss"}
+
+    def card_info(self) -> dict[str, Any]:
+        return {**super().card_info(), "tags": ["translation"], "metric_type": "bleu", "metric_name": "sacreBLEU",
+                "load": 'from transformers import pipeline\n\n'
+                        'translate = pipeline("translation", model="{repo_id}")'}
+
+    def describe(self) -> list[str]:
+        a, files = self.task_args, self._files()
+        model = a.model_name_or_path or f"warm start: encoder {a.encoder_name_or_path}, decoder {a.decoder_name_or_path}"
+        data = ", ".join(files.values()) if files else f"{self._dataset()}" + (
+            f" ({a.dataset_config_name})" if a.dataset_config_name else "")
+        langs = f"{a.source_column or a.source_lang} -> {a.target_column or a.target_lang}"
+        if a.source_lang_code:
+            langs += f" (codes {a.source_lang_code} -> {a.target_lang_code})"
+        tricks = [f"label_smoothing={self.args.label_smoothing_factor}" if self.args.label_smoothing_factor else "",
+                  f"freeze_epochs={self.args.freeze_epochs}" if self.args.freeze_epochs else "",
+                  f"head_lr_scale={self.args.head_lr_scale}" if self.args.head_lr_scale != 1 else "",
+                  "freeze_embeddings" if a.freeze_embeddings else ""]
+        return [f"model:                      {model}",
+                f"dataset:                    {data}",
+                f"languages:                  {langs}" + (f", prefix {a.source_prefix!r}" if a.source_prefix else ""),
+                f"max lengths (tokens):       source {a.max_source_length}, target {a.max_target_length}",
+                f"evaluation:                 generate (num_beams={a.num_beams}, max_new_tokens="
+                f"{a.max_new_tokens or a.max_target_length}); sacreBLEU, chrF"
+                + (" lowercased" if a.eval_lowercase else "")
+                + ("; also before training" if a.eval_before_training else ""),
+                f"tricks:                     {', '.join(t for t in tricks if t) or 'none'}"]

@@ -1,0 +1,141 @@
+"""Text seq2seq models: a pretrained checkpoint, or an encoder-decoder warm-started from two.
+
+``load_seq2seq`` returns the model and its tokenizer ready for translation: the
+decoder start / EOS / pad ids set where a warm start leaves them unset, and a
+multilingual tokenizer (mBART, NLLB) switched to the task's language codes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+from torch import nn
+
+from fastft import text_assets
+from fastft.errors import UserError
+
+
+@dataclasses.dataclass
+class LoadedSeq2Seq:
+    model: nn.Module
+    tokenizer: Any
+    new_parameters: set[str]  # names (in model) of weights a warm start initialised anew
+
+
+def resolve(name: str) -> str:
+    """A ``fastft:`` text asset to its folder; anything else (Hub id, folder) as given."""
+    return str(text_assets.model_asset(name)) if text_assets.is_asset(name) else name
+
+
+def _quietly(load, *args, **kwargs):
+    """transformers prints a long load report for every warm start; we print one line instead."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def _load(what: str, name: str, load, *args, **kwargs):
+    try:
+        return _quietly(load, resolve(name), *args, **kwargs)
+    except (OSError, ValueError, KeyError) as err:  # offline, missing repo, not a model of that kind
+        raise UserError(f"could not load {what} {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+                        f"give a local folder, a Hub id (online) or {', '.join(text_assets.MODEL_ASSETS)}") from None
+
+
+def _warm_start(encoder_name: str, decoder_name: str, tokenizer: Any) -> tuple[nn.Module, set[str]]:
+    """EncoderDecoderModel from two pretrained checkpoints (Rothe et al. 2020); the new weights' names."""
+    from transformers import AutoModel, AutoModelForCausalLM, EncoderDecoderModel
+
+    encoder = _load("encoder_name_or_path", encoder_name, AutoModel.from_pretrained)
+    decoder, info = _load("decoder_name_or_path", decoder_name, AutoModelForCausalLM.from_pretrained,
+                          is_decoder=True, add_cross_attention=True, output_loading_info=True)
+    if getattr(encoder, "pooler", None) is not None:
+        # BERT's pooler never reaches the loss: it would train nothing and stall DDP's gradient sync.
+        encoder.pooler = None
+    if len(tokenizer) > decoder.config.vocab_size:
+        raise UserError(f"the tokenizer has {len(tokenizer)} tokens, the decoder {decoder_name} only "
+                        f"{decoder.config.vocab_size}: warm-start encoder and decoder that share the tokenizer")
+    model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
+    # BERT has no BOS/EOS: [CLS] starts the decoder and [SEP] ends a target, as in Rothe et al.
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    eos = tokenizer.sep_token_id if tokenizer.cls_token_id is not None else tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    if start is None or eos is None:
+        raise UserError(f"the tokenizer of {encoder_name} has neither [CLS]/[SEP] nor BOS/EOS tokens to start "
+                        f"and end a decoded sequence; set tokenizer_name to one that has")
+    for config in (model.config, model.generation_config):
+        config.decoder_start_token_id, config.eos_token_id, config.pad_token_id = start, eos, pad
+    model.config.vocab_size = decoder.config.vocab_size
+    new = {f"decoder.{key}" for key in info["missing_keys"]}
+    print(f"warm start: encoder {encoder_name}, decoder {decoder_name}; {len(new)} decoder tensors "
+          f"initialised anew (cross-attention, LM-head transform)", flush=True)
+    return model, new
+
+
+def _set_language_codes(model: nn.Module, tokenizer: Any, source_code: str | None, target_code: str | None,
+                        model_name: str) -> None:
+    """mBART / NLLB: tag sources and targets with language codes and force the target code first."""
+    multilingual = hasattr(tokenizer, "src_lang")
+    if not source_code:
+        if multilingual:
+            raise UserError(f"the tokenizer of {model_name} is multilingual: set source_lang_code and "
+                            f"target_lang_code (e.g. en_XX/ro_RO for mBART, eng_Latn/ron_Latn for NLLB)")
+        return
+    if not multilingual:
+        raise UserError(f"source_lang_code/target_lang_code are for multilingual tokenizers (mBART, NLLB); "
+                        f"the one of {model_name} is not: unset them")
+    for name, code in (("source_lang_code", source_code), ("target_lang_code", target_code)):
+        if tokenizer.convert_tokens_to_ids(code) in (None, tokenizer.unk_token_id):
+            codes = [t for t in tokenizer.additional_special_tokens if "_" in t][:6]
+            raise UserError(f"{name} {code!r} is not a language code of {model_name}'s tokenizer; "
+                            f"valid ones look like {', '.join(codes)}")
+    tokenizer.src_lang, tokenizer.tgt_lang = source_code, target_code
+    code_id = tokenizer.convert_tokens_to_ids(target_code)
+    labels = tokenizer(text_target="a")["input_ids"]
+    if labels[0] == code_id:  # mBART-50, NLLB, M2M100: the first generated token names the language
+        model.generation_config.forced_bos_token_id = code_id
+    elif labels[-1] == code_id and model.config.decoder_start_token_id is None:  # mBART-cc25: code closes
+        model.config.decoder_start_token_id = model.generation_config.decoder_start_token_id = code_id
+
+
+def load_seq2seq(task_args: Any) -> LoadedSeq2Seq:
+    """Model and tokenizer for TranslationArguments (pretrained checkpoint or warm start)."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    a = task_args
+    name = a.model_name_or_path or a.encoder_name_or_path
+    field_name = "model_name_or_path" if a.model_name_or_path else "encoder_name_or_path"
+
+    def tokenizer():
+        return _load("tokenizer_name" if a.tokenizer_name else f"the tokenizer of {field_name}", a.tokenizer_name or name,
+                     AutoTokenizer.from_pretrained)
+
+    if a.model_name_or_path:
+        config = _load("model_name_or_path", name, AutoConfig.from_pretrained)
+        if not getattr(config, "is_encoder_decoder", False):
+            raise UserError(f"model_name_or_path {name} is a {config.model_type}, not an encoder-decoder; "
+                            f"warm-start one from it with encoder_name_or_path and decoder_name_or_path")
+        model = _load("model_name_or_path", name, AutoModelForSeq2SeqLM.from_pretrained)
+        tok, new = tokenizer(), set()
+    else:
+        tok = tokenizer()
+        model, new = _warm_start(a.encoder_name_or_path, a.decoder_name_or_path, tok)
+    _set_language_codes(model, tok, a.source_lang_code, a.target_lang_code, name)
+    if model.config.decoder_start_token_id is None:
+        raise UserError(f"{name} sets no decoder_start_token_id (decoding cannot start); for mBART set "
+                        f"source_lang_code and target_lang_code, which provide it")
+    if getattr(model.config, "model_type", "") == "t5" and not a.source_prefix:
+        warnings.warn(f"{name} is a T5 model: set source_prefix, e.g. 'translate English to German: '")
+    if tok.init_kwargs.get("do_lower_case") and not a.eval_lowercase:
+        warnings.warn(f"the tokenizer of {name} lowercases, so generated text is lowercase: consider "
+                      f"eval_lowercase: true for case-insensitive BLEU and chrF")
+    return LoadedSeq2Seq(model, tok, new)

@@ -1,0 +1,11 @@
+"""Fine-tune a translation model: `accelerate launch scripts/train_translation.py --config recipes/translation/X.yaml`."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from fastft.engine import main  # noqa: E402
+from fastft.tasks.translation import TranslationArguments, TranslationTask  # noqa: E402
+
+if __name__ == "__main__":
+    main(TranslationTask, TranslationArguments)
