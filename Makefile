@@ -1,5 +1,5 @@
 # The README's two commands. Each does the (idempotent) set-up first.
-.PHONY: setup quickstart quickstart-translation test test-fast
+.PHONY: setup quickstart quickstart-translation quickstart-speech quickstart-keywords test test-fast
 
 setup:
 	bash scripts/setup.sh
@@ -10,6 +10,12 @@ quickstart: setup
 # The other tasks' offline quickstarts (README: Translation, Speech).
 quickstart-translation: setup
 	.venv/bin/accelerate launch scripts/train_translation.py --config recipes/translation/quickstart.yaml --overwrite_output_dir true
+
+quickstart-speech: setup
+	.venv/bin/accelerate launch scripts/train_speech.py --config recipes/speech/quickstart.yaml --overwrite_output_dir true
+
+quickstart-keywords: setup
+	.venv/bin/accelerate launch scripts/train_speech.py --config recipes/speech/keywords_quickstart.yaml --overwrite_output_dir true
 
 test: setup
 	.venv/bin/python -m pytest

@@ -30,6 +30,6 @@ if [ -n "${missing// }" ]; then
   fi
 fi
 
-for assets in assets text_assets; do
+for assets in assets text_assets speech_assets; do
   .venv/bin/python -m fastft.$assets --quiet || echo "setup: warning: offline assets (fastft.$assets) not prepared (see above)" >&2
 done

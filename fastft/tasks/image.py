@@ -9,7 +9,6 @@ from typing import Any, Iterable, Literal, Optional
 
 import datasets
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fastft import assets
@@ -19,6 +18,7 @@ from fastft.metrics import load_metric
 from fastft.models import create_image_classifier, head_of, model_family, save_image_classifier
 from fastft.regularization import MixupCutmix, classification_loss
 from fastft.tasks.base import Task
+from fastft.tasks.common import accuracy, classification_outputs, find_column
 
 # Train-set sizes of well-known Hub datasets, so a dry run plans without downloading them.
 KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "uoft-cs/cifar10": 50_000, "cifar100": 50_000, "uoft-cs/cifar100": 50_000,
@@ -129,8 +129,8 @@ class ImageTask(Task):
             raise UserError(f"train_split {a.train_split!r} is not in dataset {a.dataset_name}; "
                             f"it has {', '.join(raw)}")
         train = raw[a.train_split]
-        self.image_column = self._column(train, a.image_column, IMAGE_COLUMNS, "image_column")
-        self.label_column = self._column(train, a.label_column, LABEL_COLUMNS, "label_column")
+        self.image_column = find_column(train, a.image_column, IMAGE_COLUMNS, "image_column")
+        self.label_column = find_column(train, a.label_column, LABEL_COLUMNS, "label_column")
         if a.eval_split is not None:
             if a.eval_split not in raw:
                 raise UserError(f"eval_split {a.eval_split!r} is not in dataset {a.dataset_name}; "
@@ -150,19 +150,6 @@ class ImageTask(Task):
             evaluation = evaluation.shuffle(seed=self.args.seed).select(
                 range(min(self.args.max_eval_samples, len(evaluation))))
         return train, evaluation
-
-    @staticmethod
-    def _column(ds: datasets.Dataset, name: Optional[str], candidates: tuple, field_name: str) -> str:
-        if name is not None:
-            if name not in ds.column_names:
-                raise UserError(f"{field_name} {name!r} is not a column of the dataset; "
-                                f"it has {', '.join(ds.column_names)}")
-            return name
-        for candidate in candidates:
-            if candidate in ds.column_names:
-                return candidate
-        raise UserError(f"no {field_name.split('_')[0]} column found among {', '.join(ds.column_names)}; "
-                        f"set {field_name}")
 
     def _labels(self, train: datasets.Dataset, evaluation: datasets.Dataset) -> list[str]:
         feature = train.features[self.label_column]
@@ -245,14 +232,10 @@ class ImageTask(Task):
         return classification_loss(model(x), y, self.args.label_smoothing_factor) * len(x)
 
     def evaluation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = model(self._inputs(batch)).float()
-        return {"loss": F.cross_entropy(logits, batch["labels"], reduction="none"),
-                "predictions": logits.argmax(-1), "references": batch["labels"]}
+        return classification_outputs(model(self._inputs(batch)), batch["labels"])
 
     def compute_metrics(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
-        result = self.metric.compute(predictions=outputs["predictions"].tolist(),
-                                     references=outputs["references"].tolist())
-        return {"eval_accuracy": result["accuracy"]}
+        return accuracy(self.metric, outputs)
 
     def save_model(self, model: nn.Module, output_dir: Path) -> None:
         save_image_classifier(model, output_dir, self.label_names, self.data_config)

@@ -1,0 +1,166 @@
+"""Speech models from transformers: seq2seq recognisers and audio classifiers, with their processors.
+
+Names are Hub ids, local folders (e.g. a previous fastft output_dir) or fastft:
+assets. Also here: freezing encoders and shortening Whisper's 30 s input window.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from fastft import speech_assets
+from fastft.assets import is_asset
+from fastft.errors import UserError
+
+FRAMES_PER_SECOND = 100  # Whisper's log-mel hop: 160 samples at 16 kHz
+
+
+def resolve(name: str) -> str:
+    """What ``from_pretrained`` takes: an asset's converted folder, a local folder or a Hub id."""
+    if not name:
+        raise UserError("model_name_or_path is required: a Hub id, a local folder or a fastft: asset "
+                        f"({', '.join(speech_assets.MODEL_ASSETS)})")
+    if is_asset(name):
+        return str(speech_assets.model_asset(name))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") != 1:
+        raise UserError(f"model_name_or_path {name!r} is neither a local folder, a Hub id (org/name) nor a fastft: "
+                        f"asset ({', '.join(speech_assets.MODEL_ASSETS)})")
+    return name
+
+
+@contextlib.contextmanager
+def _loading(name: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as err:  # offline, missing files, a config of another kind of model
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise UserError(f"could not load model {name!r} ({type(err).__name__}: {first}); offline, use a local "
+                        f"folder or a fastft: asset") from None
+
+
+def load_speech_seq2seq(name: str) -> tuple[nn.Module, Any]:
+    """An ``AutoModelForSpeechSeq2Seq`` in float32 and its processor (feature extractor + tokenizer)."""
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    source = resolve(name)
+    with _loading(name):
+        processor = AutoProcessor.from_pretrained(source)
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(source, dtype=torch.float32)
+    if not hasattr(processor, "tokenizer") or not hasattr(processor, "feature_extractor"):
+        raise UserError(f"model {name!r} has no speech processor (feature extractor + tokenizer) saved with it")
+    return model, processor
+
+
+def load_audio_classifier(name: str, label_names: list[str], zero_init_head: bool) -> tuple[nn.Module, Any]:
+    """An ``AutoModelForAudioClassification`` sized for the labels, and its feature extractor.
+
+    A checkpoint of another task (a Whisper recogniser, a wav2vec2 pretrained
+    model) keeps its encoder and gets a new head; on pretrained features the
+    head's output layer starts at zero (BiT, Kolesnikov et al. 2020).
+    """
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    source = resolve(name)
+    # id2label alone sizes the head (num_labels too would clash with a checkpoint's own id2label).
+    labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    with _loading(name):
+        extractor = AutoFeatureExtractor.from_pretrained(source)
+        model, info = AutoModelForAudioClassification.from_pretrained(
+            source, ignore_mismatched_sizes=True, output_loading_info=True, dtype=torch.float32, **labels)
+    mismatched = {m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys", ())}
+    new = set(info.get("missing_keys", ())) | mismatched
+    if zero_init_head:
+        for module_name, module in model.named_modules():
+            if isinstance(module, nn.Linear) and f"{module_name}.weight" in new and \
+                    module.out_features == len(label_names):
+                nn.init.zeros_(module.weight)  # only the output layer: zero layers in a row get no gradient
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+    return model, extractor
+
+
+def is_whisper(model: nn.Module) -> bool:
+    return getattr(model.config, "model_type", "") == "whisper"
+
+
+def _whisper_encoder(model: nn.Module) -> nn.Module:
+    return model.model.encoder if hasattr(model, "model") else model.encoder
+
+
+def whisper_window_s(model: nn.Module) -> float:
+    """Seconds of audio a Whisper encoder takes (30 unless shortened)."""
+    return _whisper_encoder(model).embed_positions.num_embeddings * 2 / FRAMES_PER_SECOND
+
+
+def set_whisper_window(model: nn.Module, extractor: Any, seconds: int) -> None:
+    """Shorten Whisper's input window to ``seconds``: keep the first position embeddings, pad to less.
+
+    The encoder's cost grows with the window (attention quadratically) and every
+    clip is padded to it, so short clips train many times faster. The model and
+    the feature extractor both save the new window, so they reload consistently.
+    """
+    encoder = _whisper_encoder(model)
+    positions = seconds * FRAMES_PER_SECOND // 2  # conv2 has stride 2
+    old = encoder.embed_positions
+    if positions > old.num_embeddings:
+        raise UserError(f"whisper_window_s {seconds} is longer than the model's window of "
+                        f"{old.num_embeddings * 2 // FRAMES_PER_SECOND} s")
+    new = nn.Embedding(positions, old.embedding_dim)
+    new.weight.data.copy_(old.weight.data[:positions])
+    new.requires_grad_(False)
+    encoder.embed_positions = new
+    encoder.max_source_positions = model.config.max_source_positions = positions
+    encoder.config.max_source_positions = positions
+    extractor.chunk_length = seconds
+    extractor.n_samples = seconds * extractor.sampling_rate
+    extractor.nb_max_frames = extractor.n_samples // extractor.hop_length
+
+
+# What audio classifiers stack on their encoder (wav2vec2, HuBERT, Whisper: projector + classifier; AST: classifier).
+HEAD_MODULES = ("projector.", "classifier.")
+
+
+def head_parameter_names(model: nn.Module) -> set[str]:
+    """Parameters of an audio classifier's head: what freeze_encoder leaves trainable and freeze_epochs trains."""
+    return {name for name, _ in model.named_parameters() if name.startswith(HEAD_MODULES)}
+
+
+def freeze(model: nn.Module, encoder: bool, feature_encoder: bool, classifier: bool = False) -> None:
+    """Freeze the encoder (a classifier: everything below its head) or only the CNN feature encoder."""
+    if feature_encoder:
+        if not hasattr(model, "freeze_feature_encoder"):
+            raise UserError(f"freeze_feature_encoder needs a model with a CNN feature encoder (wav2vec2, HuBERT); "
+                            f"{type(model).__name__} has none: unset it")
+        model.freeze_feature_encoder()
+    if not encoder:
+        return
+    if classifier:
+        head = head_parameter_names(model)
+        if not head:
+            raise UserError(f"freeze_encoder: no projector/classifier head found in {type(model).__name__}; unset it")
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in head)
+    elif hasattr(model, "freeze_encoder"):  # Whisper
+        model.freeze_encoder()
+    else:
+        found = model.get_encoder() if hasattr(model, "get_encoder") else None
+        if found is None or found is model:  # get_encoder() falls back to the model itself
+            raise UserError(f"freeze_encoder: {type(model).__name__} has no separate encoder to freeze; unset it")
+        found.requires_grad_(False)
+
+
+def extract_features(extractor: Any, audios: list, sampling_rate: int) -> dict[str, torch.Tensor]:
+    """A batch of model inputs from clips at the extractor's rate.
+
+    Whisper pads every clip to its fixed window by itself; the others pad to the
+    longest clip of the batch (with an attention mask when the model wants one).
+    """
+    kwargs: dict[str, Any] = {} if hasattr(extractor, "nb_max_frames") else {"padding": True}
+    return dict(extractor(audios, sampling_rate=sampling_rate, return_tensors="pt", **kwargs))

@@ -1,0 +1,224 @@
+"""Speech datasets for both speech tasks: Hub names, audiofolder, csv/json files or fastft: assets.
+
+Audio columns stay undecoded (paths or ``{"bytes", "path"}``); ``fastft.audio``
+decodes and resamples one example at a time in the data loader.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import datasets
+import numpy as np
+import torch
+
+from fastft import speech_assets
+from fastft.assets import is_asset
+from fastft.audio import duration_s, load_audio
+from fastft.errors import UserError
+from fastft.tasks.common import find_column
+
+AUDIO_COLUMNS = ("audio", "path", "file", "file_name", "filename", "audio_path", "audio_filepath")
+TEXT_COLUMNS = ("text", "sentence", "transcription", "transcript", "normalized_text", "raw_transcription")
+LABEL_COLUMNS = ("label", "labels", "class", "keyword", "command", "intent")
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif"}
+SPLIT_FOLDERS = {"train": ("train", "training"), "validation": ("validation", "valid", "val", "dev"),
+                 "test": ("test", "testing", "eval", "evaluation")}
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
+# Train-set sizes of Hub datasets in the recipes, so a dry run plans without downloading them.
+KNOWN_TRAIN_SIZES = {("google/speech_commands", "v0.02"): 84_848, ("speech_commands", "v0.02"): 84_848,
+                     ("mozilla-foundation/common_voice_11_0", "hi"): 4_361}
+
+
+class SpeechData:
+    """Loads, splits and filters the recipe's dataset; shared by the ASR and audio-classification tasks."""
+
+    def __init__(self, task_args: Any, seed: int, max_train: Optional[int], max_eval: Optional[int]):
+        self.a, self.seed, self.max_train, self.max_eval = task_args, seed, max_train, max_eval
+
+    # -- where the data comes from -------------------------------------------------------
+    def files(self) -> dict[str, Path]:
+        files = {}
+        for split, name in (("train", "train_file"), ("validation", "validation_file")):
+            path = getattr(self.a, name)
+            if path is None:
+                continue
+            if not Path(path).is_file():
+                raise UserError(f"{name} {path} does not exist; give a csv or json/jsonl file with an audio path "
+                                f"column and a text or label column")
+            files[split] = Path(path)
+        if files and "train" not in files:
+            raise UserError("train_file is required with local files (validation_file is for evaluation)")
+        return files
+
+    def name(self) -> str:
+        files = self.files()
+        if not files:
+            if not self.a.dataset_name:
+                raise UserError("dataset_name is required: a Hub name, audiofolder (with data_dir), a fastft: "
+                                f"asset ({', '.join(speech_assets.DATASET_ASSETS)}), or set train_file")
+            return self.a.dataset_name
+        builders = {FILE_BUILDERS.get(p.suffix.lower()) for p in files.values()}
+        builder = self.a.dataset_name or (builders.pop() if len(builders) == 1 else None)
+        if builder not in ("json", "csv"):
+            raise UserError(f"train_file/validation_file must end in .csv, .json or .jsonl (or set dataset_name csv "
+                            f"or json); got {', '.join(map(str, files.values()))}")
+        return builder
+
+    def known_train_size(self) -> Optional[int]:
+        """Train-set size of a well-known Hub dataset (cut to max_train_samples), so a dry run needs no download."""
+        known = None if self.files() else KNOWN_TRAIN_SIZES.get((self.a.dataset_name, self.a.dataset_config_name))
+        return None if known is None else min(known, self.max_train or known)
+
+    def describe(self) -> str:
+        """The data, for the dry-run plan: the local files, or the dataset's name and configuration."""
+        config = self.a.dataset_config_name
+        return ", ".join(map(str, self.files().values())) or self.name() + (f" ({config})" if config else "")
+
+    def _load_raw(self) -> datasets.DatasetDict:
+        a, name, files = self.a, self.name(), self.files()
+        if is_asset(name):
+            return speech_assets.dataset_asset(name)
+        if files:
+            raw = datasets.load_dataset(name, data_files={k: str(v) for k, v in files.items()})
+            # Paths in a file are relative to that file's folder, wherever the script runs from.
+            return datasets.DatasetDict({k: _absolute_paths(ds, a.audio_column, files[k].parent)
+                                         for k, ds in raw.items()})
+        if name == "audiofolder":
+            if not a.data_dir or not Path(a.data_dir).is_dir():
+                raise UserError(f"dataset_name audiofolder needs data_dir, a folder with train/ and test/ (class "
+                                f"folders, or audio with a metadata.csv); got {a.data_dir!r}")
+            return load_audiofolder(Path(a.data_dir))
+        try:
+            return datasets.load_dataset(name, a.dataset_config_name, data_dir=a.data_dir)
+        except (FileNotFoundError, ConnectionError, OSError, ValueError,
+                datasets.exceptions.DatasetGenerationError) as err:
+            raise UserError(f"could not load dataset_name {name!r} ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:200] if str(err) else ''}); use a Hub dataset (online), "
+                            f"audiofolder with data_dir, csv/json files, or a fastft: asset") from None
+
+    # -- splits ------------------------------------------------------------------------------
+    def splits(self, target_field: str, target_candidates: tuple,
+               max_duration: Optional[float]) -> tuple[datasets.Dataset, datasets.Dataset]:
+        """Train and eval splits with undecoded audio, cut to max_*_samples and filtered by duration."""
+        a, raw = self.a, self._load_raw()
+        self.max_duration = max_duration
+        if a.train_split not in raw:
+            raise UserError(f"train_split {a.train_split!r} is not in dataset {self.name()}; it has {', '.join(raw)}")
+        train = raw[a.train_split]
+        self.audio_column = find_column(train, a.audio_column, AUDIO_COLUMNS, "audio_column")
+        self.target_column = find_column(train, getattr(a, target_field), target_candidates, target_field)
+        if a.eval_split is not None:
+            if a.eval_split not in raw:
+                raise UserError(f"eval_split {a.eval_split!r} is not in dataset {self.name()}; it has {', '.join(raw)}")
+            evaluation = raw[a.eval_split]
+        elif "validation" in raw or "test" in raw:
+            evaluation = raw["validation" if "validation" in raw else "test"]
+        else:  # a deterministic held-out share, stratified when the targets are classes
+            feature = train.features[self.target_column]
+            stratify = self.target_column if isinstance(feature, datasets.ClassLabel) else None
+            parts = train.train_test_split(test_size=a.train_val_split, seed=self.seed, stratify_by_column=stratify)
+            train, evaluation = parts["train"], parts["test"]
+        train, evaluation = (self._prepare(ds, n, which) for ds, n, which in
+                             ((train, self.max_train, "training"), (evaluation, self.max_eval, "evaluation")))
+        return train, evaluation
+
+    def _prepare(self, ds: datasets.Dataset, limit: Optional[int], which: str) -> datasets.Dataset:
+        if self.target_column not in ds.column_names or self.audio_column not in ds.column_names:
+            raise UserError(f"the {which} split lacks column {self.audio_column!r} or {self.target_column!r}; "
+                            f"it has {', '.join(ds.column_names)}")
+        if isinstance(ds.features[self.audio_column], datasets.Audio):
+            # datasets' own decoder needs torchcodec + FFmpeg; fastft.audio reads the bytes instead.
+            ds = ds.cast_column(self.audio_column, datasets.Audio(decode=False))
+        if limit:  # select first, as HF's scripts do: filtering a whole Hub split would read every header
+            ds = ds.shuffle(seed=self.seed).select(range(min(limit, len(ds))))
+        low, high = self.a.min_duration_s, self.max_duration
+        if low > 0 or high is not None:
+            column = self.audio_column
+            keep = ds.filter(lambda batch: [low <= duration_s(x) <= (high or np.inf) for x in batch[column]],
+                             batched=True, batch_size=256, desc="duration filter")
+            if len(ds) and not len(keep):
+                raise UserError(f"no {which} clip lasts between min_duration_s {low} and max_duration_s {high}; "
+                                f"widen them")
+            ds = keep
+        if not len(ds):
+            raise UserError(f"the {which} split of {self.name()} is empty")
+        return ds
+
+
+def _split_name(folder: str) -> Optional[str]:
+    for split, names in SPLIT_FOLDERS.items():
+        if folder.lower() in names:
+            return split
+    return None
+
+
+def load_audiofolder(root: Path) -> datasets.DatasetDict:
+    """HF's ``audiofolder`` layout without its builder, which needs torchcodec just to store paths.
+
+    Split folders (train/, validation/, test/; else the whole folder is train) hold
+    either a metadata.csv/.jsonl with a ``file_name`` column, or audio files in
+    class folders, whose names become a ``label`` ClassLabel.
+    """
+    splits = {_split_name(d.name): d for d in sorted(root.iterdir()) if d.is_dir() and _split_name(d.name)}
+    splits = splits or {"train": root}
+    tables: dict[str, dict[str, list]] = {}
+    by_folder = set()  # splits labelled by their class folders
+    for split, folder in splits.items():
+        metadata = next((folder / m for m in ("metadata.csv", "metadata.jsonl") if (folder / m).is_file()), None)
+        if metadata is not None:
+            table = datasets.load_dataset("csv" if metadata.suffix == ".csv" else "json", data_files=str(metadata),
+                                          split="train")
+            if "file_name" not in table.column_names:
+                raise UserError(f"{metadata} needs a file_name column with the audio paths (relative to it)")
+            rows = table.to_dict()
+            rows["audio"] = [str(folder / f) for f in rows.pop("file_name")]
+        else:
+            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            rows = {"audio": [str(p) for p in files], "label": [p.parent.name for p in files]}
+            by_folder.add(split)
+        tables[split] = rows
+    if not any(t["audio"] for t in tables.values()):
+        raise UserError(f"audiofolder {root} holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
+    # One ClassLabel over every split's class folders, so ids agree between train and eval.
+    classes = datasets.Features({"audio": datasets.Value("string"), "label": datasets.ClassLabel(
+        names=sorted({label for split in by_folder for label in tables[split]["label"]}))})
+    out = {split: datasets.Dataset.from_dict(rows, features=classes if split in by_folder else None, split=split)
+           for split, rows in tables.items()}
+    return datasets.DatasetDict(out)
+
+
+def _absolute_paths(ds: datasets.Dataset, column: Optional[str], base: Path) -> datasets.Dataset:
+    column = find_column(ds, column, AUDIO_COLUMNS, "audio_column")
+    if isinstance(ds.features[column], datasets.Audio):
+        return ds
+
+    def absolute(batch: dict[str, list]) -> dict[str, list]:
+        return {column: [p if p is None or Path(p).is_absolute() else str(base / p) for p in batch[column]]}
+
+    return ds.map(absolute, batched=True, desc="audio paths")
+
+
+class Clips(torch.utils.data.Dataset):
+    """One example = the decoded clip at the model's rate plus what ``encode`` makes of its target.
+
+    ``skip_audio(key)`` true means the task no longer needs the clip's samples (it
+    keeps what it computed from them): the example then comes with ``audio`` None.
+    """
+
+    def __init__(self, ds: datasets.Dataset, audio_column: str, target_column: str, sampling_rate: int,
+                 encode: Callable[[Any], dict[str, Any]], key_offset: int = 0,
+                 skip_audio: Optional[Callable[[int], bool]] = None):
+        self.ds, self.audio_column, self.target_column = ds, audio_column, target_column
+        self.sampling_rate, self.encode, self.key_offset = sampling_rate, encode, key_offset
+        self.skip_audio = skip_audio
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        # index: position in this split (finds the reference text); key: unique across splits (caches)
+        row, key = self.ds[i], self.key_offset + i
+        skip = self.skip_audio is not None and self.skip_audio(key)
+        audio = None if skip else load_audio(row[self.audio_column], self.sampling_rate)
+        return {"audio": audio, **self.encode(row[self.target_column]), "index": i, "key": key}
