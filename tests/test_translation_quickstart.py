@@ -1,4 +1,4 @@
-"""The offline translation quickstart, run as a user runs it (slow: 15 to 30 minutes on 2 cores).
+"""The offline translation quickstart, run as a user runs it (slow: about 20 minutes on 2 free cores).
 
 BERT2BERT warm-started from the pretrained all-MiniLM-L6-v2 (PyPI) learns German->English
 from the gettext catalogs on the machine; BLEU on the test split must rise far above the
