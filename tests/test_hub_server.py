@@ -37,8 +37,8 @@ def test_clients_point_at_loopback_and_tmp(fake_hub, tmp_path):
     assert Path(constants.HF_HUB_CACHE).is_relative_to(tmp_path)
     assert not constants.is_offline_mode() and constants.HF_HUB_DISABLE_XET
     with pytest.raises(RealNetworkError):  # the guard: nothing leaves the machine, even by an explicit endpoint
-        HfApi(endpoint="https://huggingface.co").whoami()
-    assert fake_hub.errors == ["blocked a request to https://huggingface.co/api/whoami-v2"]
+        HfApi(endpoint="https://hub.example.invalid").whoami()  # RFC 2606: never resolves
+    assert fake_hub.errors == ["blocked a request to https://hub.example.invalid/api/whoami-v2"]
 
 
 def test_whoami(fake_hub):
