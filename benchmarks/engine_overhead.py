@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fastft import reporting  # noqa: E402
 from fastft.config import TrainingArguments  # noqa: E402
 from fastft.engine import Trainer  # noqa: E402
 from fastft.tasks.base import Task  # noqa: E402
@@ -105,7 +106,7 @@ def fastft_run(arch: str, size: int, data: Any, batch: int, steps: int, warmup: 
                                  lr_scheduler_type="constant", eval_strategy="no", logging_steps=1 if not shuffle
                                  else warmup, seed=seed, save_total_limit=None, mixed_precision="no")
         Trainer(SyntheticTask(args, arch, size, data, seed), args).fit()
-        rows = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
+        rows = reporting.read_jsonl(Path(out) / reporting.TRAIN_LOG)
     for reset in (AcceleratorState, GradientState):
         reset._reset_state()
     PartialState._reset_state()

@@ -34,6 +34,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fastft import reporting  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results"
 METRIC = "eval_accuracy"
 
@@ -64,14 +67,19 @@ RECOMMENDED = ["--optim", "adamw", "--lr_scheduler_type", "one_cycle", "--label_
                "--channels_last", "true", "--zero_init_head", "true"]
 
 
-def run_once(argv: list[str], out: Path, threads: int) -> list[dict]:
-    """One training run in a fresh process; its evaluation rows."""
+def train(argv: list[str], out: Path, threads: int) -> None:
+    """scripts/train_image.py in a fresh process with this many threads; stops the benchmark if it fails."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, str(REPO / "scripts" / "train_image.py"), *argv, "--output_dir", str(out)]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"run failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_once(argv: list[str], out: Path, threads: int) -> list[dict]:
+    """One training run; its evaluation rows."""
+    train(argv, out, threads)
+    return reporting.read_jsonl(out / reporting.EVAL_LOG)
 
 
 def time_to_target(rows: list[dict], target: float) -> float | None:
@@ -85,13 +93,9 @@ def time_to_target(rows: list[dict], target: float) -> float | None:
 
 
 def lr_find(argv: list[str], threads: int) -> float:
+    """The LR range test's valley suggestion (fastai's default) for these flags."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        cmd = [sys.executable, str(REPO / "scripts" / "train_image.py"), *argv, "--output_dir", tmp,
-               "--lr_find", "true"]
-        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"lr_find failed:\n{done.stderr[-2000:]}")
+        train([*argv, "--lr_find", "true"], Path(tmp), threads)
         return json.loads((Path(tmp) / "lr_find.json").read_text())["suggested"]["valley"]
 
 

@@ -17,7 +17,7 @@ import struct
 import sys
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -194,9 +194,11 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=head).reshape(dims)
 
 
-def prepare_assets(description: str, preparers: list[tuple[str, Callable[[str], object]]],
-                   argv: list[str] | None = None) -> int:
-    """The ``python -m fastft.*assets`` command: prepare each asset now, report what is missing, exit 1 if any."""
+def prepare_assets(description: str, module: Any, argv: list[str] | None = None) -> int:
+    """The ``python -m fastft.*assets`` command: prepare each of the module's assets now, report what is
+    missing, exit 1 if any (the module has MODEL_ASSETS / model_asset and DATASET_ASSETS / dataset_asset)."""
+    preparers = [*((n, module.model_asset) for n in module.MODEL_ASSETS),
+                 *((n, module.dataset_asset) for n in module.DATASET_ASSETS)]
     import argparse
 
     parser = argparse.ArgumentParser(description=description)
@@ -216,9 +218,7 @@ def prepare_assets(description: str, preparers: list[tuple[str, Callable[[str], 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m fastft.assets``: prepare the image assets now (set-up calls it)."""
-    return prepare_assets("Prepare fastft's offline image assets into the cache.",
-                          [*((n, model_asset) for n in MODEL_ASSETS), *((n, dataset_asset) for n in DATASET_ASSETS)],
-                          argv)
+    return prepare_assets("Prepare fastft's offline image assets into the cache.", sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

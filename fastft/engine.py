@@ -216,6 +216,8 @@ class Trainer:
             loaded = checkpoints.load_checkpoint(acc, resume, self.plan.as_dict(),
                                                  explicit=bool(args.resume_from_checkpoint))
             acc.print(f"Resuming from {loaded} (step {self.state.step})")
+        # Asked again after prepare(): FSDP2 replaces parameter objects, so the ids given to the optimizer
+        # builder above may no longer be the model's.
         self.head = list(task.head_parameters(acc.unwrap_model(self.model)))
         if lr_find:
             return

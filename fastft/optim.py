@@ -55,12 +55,13 @@ def _scale_lr(optimizer: torch.optim.Optimizer, chosen: set[int], scale: float) 
         rest = [p for p in group["params"] if id(p) not in chosen]
         if not picked:
             continue
+        # Only lr_scale: the Scheduler (and lr_find) set every group's lr from it.
         scaled = group.get("lr_scale", 1.0) * scale
         if rest:
             group["params"] = rest
-            twins.append({**group, "params": picked, "lr_scale": scaled, "lr": group["lr"] * scale})
+            twins.append({**group, "params": picked, "lr_scale": scaled})
         else:
-            group["lr_scale"], group["lr"] = scaled, group["lr"] * scale
+            group["lr_scale"] = scaled
     for twin in twins:
         optimizer.add_param_group(twin)
 

@@ -216,9 +216,7 @@ def _synthesise_digits(dest: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m fastft.speech_assets``: prepare the speech assets now (set-up calls it)."""
-    return prepare_assets("Prepare fastft's offline speech assets into the cache.",
-                          [*((n, model_asset) for n in MODEL_ASSETS), *((n, dataset_asset) for n in DATASET_ASSETS)],
-                          argv)
+    return prepare_assets("Prepare fastft's offline speech assets into the cache.", sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from fastft.assets import ASSET_PREFIX, _build_once, _check_name, cache_dir, is_asset, prepare_assets  # noqa: F401
+from fastft.assets import _build_once, _check_name, cache_dir, is_asset, prepare_assets  # noqa: F401 (is_asset)
 from fastft.errors import UserError
 
 if TYPE_CHECKING:
@@ -61,9 +61,12 @@ def model_asset(name: str) -> Path:
     return folder
 
 
+def _catalog_dir(lang: str) -> Path:
+    return Path(os.environ.get("FASTFT_LOCALE_DIR") or LOCALE_DIR) / lang / "LC_MESSAGES"
+
+
 def _catalogs(lang: str) -> list[Path]:
-    root = Path(os.environ.get("FASTFT_LOCALE_DIR") or LOCALE_DIR)
-    return sorted((root / lang / "LC_MESSAGES").glob("*.mo"))
+    return sorted(_catalog_dir(lang).glob("*.mo"))
 
 
 def clean_message(text: str) -> str:
@@ -111,7 +114,7 @@ def dataset_asset(name: str) -> "datasets.DatasetDict":
     paths = _catalogs(lang)
     if not paths:
         raise UserError(f"dataset asset {name} found no gettext catalogs in "
-                        f"{Path(os.environ.get('FASTFT_LOCALE_DIR') or LOCALE_DIR) / lang / 'LC_MESSAGES'}; "
+                        f"{_catalog_dir(lang)}; "
                         f"install Debian packages with {lang} translations (e.g. apt-get install coreutils)")
     # The pairs depend on which catalogs are installed: key the cache on them.
     stamp = hashlib.sha256(_FORMAT_VERSION.encode())
@@ -141,9 +144,7 @@ def _build_gettext(paths: list[Path], lang: str, dest: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m fastft.text_assets``: prepare the text assets now (set-up calls it)."""
-    return prepare_assets("Prepare fastft's offline text assets into the cache.",
-                          [*((n, model_asset) for n in MODEL_ASSETS), *((n, dataset_asset) for n in DATASET_ASSETS)],
-                          argv)
+    return prepare_assets("Prepare fastft's offline text assets into the cache.", sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

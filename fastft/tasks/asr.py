@@ -76,10 +76,7 @@ class AsrTask(Seq2SeqTask):
                 raise UserError(f"cache_encoder_outputs applies to Whisper models; {a.model_name_or_path} is a "
                                 f"{model.config.model_type}: unset it")
             self._encoded = {}
-        # Tokenizers that start every text with the decoder start token (Whisper's <|startoftranscript|>)
-        # would see it twice once the labels are shifted right behind it: drop it from the labels.
-        first = self.tokenizer(text_target="a")["input_ids"][0]
-        self.labels_repeat_start = first == model.config.decoder_start_token_id
+        self.set_decoder_start(model)
         self._model = model
         return model
 
@@ -196,10 +193,7 @@ class AsrTask(Seq2SeqTask):
             # Whisper writes every transcript with a leading space (" Please", as its generations start):
             # targets without it would first have to teach the model a new first token (loss x2 measured).
             text = " " + text
-        drop = int(self.labels_repeat_start)
-        ids = self.tokenizer(text_target=text, max_length=self.task_args.max_target_length + drop,
-                             truncation=True)["input_ids"]
-        return {"labels": ids[drop:]}
+        return {"labels": self.target_ids(text)}
 
     def collate_inputs(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = {"key": torch.tensor([e["key"] for e in examples])}
@@ -213,10 +207,6 @@ class AsrTask(Seq2SeqTask):
         return batch
 
     # -- metrics -----------------------------------------------------------------------
-    def eval_texts(self, indices: Optional[list[int]]) -> tuple[list[str], Optional[list[str]]]:
-        # Scored against the dataset's own transcripts, not the (possibly truncated) label ids.
-        return [self.eval_sources[i] for i in indices], [self.eval_references[i] for i in indices]
-
     def score(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         predictions = [self.normalize(p) for p in predictions]
         references = [self.normalize(r) for r in references]

@@ -127,7 +127,7 @@ class AudioClassificationTask(Task):
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs, targets = self._inputs(batch), batch["labels"]
         if self.mixup is not None:
-            inputs[self.input_name], targets = self.mixup(inputs[self.input_name].clone(), targets)
+            inputs[self.input_name], targets = self.mixup(inputs[self.input_name], targets)
             # A mixed clip is as long as the longer of its pair: let it attend to the whole padded batch
             # (padding is silence) rather than to its own, shorter mask.
             inputs.pop("attention_mask", None)

@@ -81,6 +81,10 @@ class Seq2SeqTask(Task):
     def __init__(self, task_args: Seq2SeqArguments, args: TrainingArguments):
         super().__init__(task_args, args)
         self.tokenizer: Any = None  # set by the subclass; decodes targets and generations
+        # Set by the subclass's load_data, one per eval sample: what predictions.txt shows as the source,
+        # and the untokenized reference text that is scored (not the possibly truncated label ids).
+        self.eval_sources: list[str] = []
+        self.eval_references: list[str] = []
         self.last_predictions: list[tuple[str, str, str]] = []  # (source, reference, prediction)
 
     # -- what a subclass brings ---------------------------------------------------------
@@ -92,12 +96,25 @@ class Seq2SeqTask(Task):
     def score(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         """Metrics (``eval_`` names) of generated texts against their references."""
 
-    def eval_texts(self, indices: Optional[list[int]]) -> tuple[list[str], Optional[list[str]]]:
-        """(sources, references) of eval samples; references None means decode the labels."""
-        return [""] * len(indices or []), None
-
     def evaluate_before_training(self) -> bool:
         return self.task_args.eval_before_training
+
+    # -- targets -------------------------------------------------------------------------
+    def set_decoder_start(self, model: nn.Module) -> None:
+        """Note whether the tokenizer starts every target with the decoder start token.
+
+        BERT's [CLS] and Whisper's <|startoftranscript|> are both; shifting the labels
+        right prepends that token again, so ``target_ids`` drops the tokenizer's copy.
+        """
+        first = self.tokenizer(text_target="a")["input_ids"][0]
+        self.labels_repeat_start = first == model.config.decoder_start_token_id
+
+    def target_ids(self, text: str) -> list[int]:
+        """Label ids of a target: at most ``max_target_length``, ending with EOS, no repeated start token."""
+        drop = int(self.labels_repeat_start)
+        ids = self.tokenizer(text_target=text, max_length=self.task_args.max_target_length + drop,
+                             truncation=True)["input_ids"]
+        return ids[drop:]
 
     # -- batches and losses -------------------------------------------------------------
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -144,13 +161,12 @@ class Seq2SeqTask(Task):
         return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def compute_metrics(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
-        indices = outputs["index"].tolist() if "index" in outputs else None
+        indices = outputs["index"].tolist()  # positions in the eval set (the gather may reorder samples)
         predictions = self.decode(outputs["generated"])
-        sources, references = self.eval_texts(indices)
-        if references is None:
-            references = self.decode(outputs["labels"])
+        sources = [self.eval_sources[i] for i in indices]
+        references = [self.eval_references[i] for i in indices]
         metrics = self.score(predictions, references)
-        order = sorted(range(len(predictions)), key=lambda i: indices[i]) if indices else range(len(predictions))
+        order = sorted(range(len(predictions)), key=indices.__getitem__)
         self.last_predictions = [(sources[i], references[i], predictions[i]) for i in order]
         return metrics
 

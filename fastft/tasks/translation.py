@@ -229,7 +229,8 @@ class TranslationTask(Seq2SeqTask):
         read = self._pair_reader(train)
         eval_read = self._pair_reader(evaluation)
         pairs = [eval_read(row) for row in evaluation]
-        self.eval_sources, self.eval_targets = [p[0] for p in pairs], [p[1] for p in pairs]
+        # Scored against the untokenized references: sacreBLEU's point is detokenized, comparable text.
+        self.eval_sources, self.eval_references = [p[0] for p in pairs], [p[1] for p in pairs]
         self.bleu, self.chrf = load_metric("sacrebleu"), load_metric("chrf")
         return _Pairs(train, read, self.encode), _Pairs(evaluation, eval_read, self.encode)
 
@@ -238,16 +239,10 @@ class TranslationTask(Seq2SeqTask):
         a, tok = self.task_args, self.tokenizer
         source_length = min(a.max_source_length, getattr(tok, "model_max_length", a.max_source_length))
         input_ids = tok(a.source_prefix + source, max_length=source_length, truncation=True)["input_ids"]
-        drop = int(self.labels_repeat_start)
-        labels = tok(text_target=target, max_length=a.max_target_length + drop, truncation=True)["input_ids"]
-        return {"input_ids": input_ids, "labels": labels[drop:]}
+        return {"input_ids": input_ids, "labels": self.target_ids(target)}
 
     def collate_inputs(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return dict(self.tokenizer.pad({"input_ids": [e["input_ids"] for e in examples]}, return_tensors="pt"))
-
-    def eval_texts(self, indices: Optional[list[int]]) -> tuple[list[str], Optional[list[str]]]:
-        # Score against the untokenized references: sacreBLEU's point is detokenized, comparable text.
-        return [self.eval_sources[i] for i in indices], [self.eval_targets[i] for i in indices]
 
     def score(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         lower = self.task_args.eval_lowercase
@@ -261,10 +256,7 @@ class TranslationTask(Seq2SeqTask):
         if self._model is None:
             loaded = load_seq2seq(self.task_args)
             self._model, self.tokenizer, self.new_parameters = loaded.model, loaded.tokenizer, loaded.new_parameters
-            # BERT-style tokenizers start every text with [CLS], which is also the decoder start token
-            # that shifting the labels prepends: keep it once.
-            first = self.tokenizer(text_target="a")["input_ids"][0]
-            self.labels_repeat_start = first == self._model.config.decoder_start_token_id
+            self.set_decoder_start(self._model)
             if self.task_args.freeze_embeddings:
                 freeze_embeddings(self._model, len(self.tokenizer))
         return self._model
