@@ -29,11 +29,15 @@ def suggestions(lrs: list[float], losses: list[float]) -> dict[str, float]:
     - ``minimum_div_10``: a tenth of the LR at the lowest loss (Smith's rule of thumb).
     """
     n = len(losses)
+    # A start that drifts down by a hair (a zero-initialised head barely moving at tiny LRs) is not
+    # yet the valley: counted in, it dragged the pick 45x below the best LR of a fine-tuning sweep.
+    fall = losses[0] - min(losses)
+    first = next((i for i, loss in enumerate(losses) if losses[0] - loss > 0.05 * fall), 0)
     # Longest decreasing subsequence ending at each point (O(n^2), n is a few hundred).
     run = [1] * n
-    for i in range(1, n):
-        run[i] = 1 + max((run[j] for j in range(i) if losses[j] > losses[i]), default=0)
-    end = max(range(n), key=lambda i: (run[i], -i))
+    for i in range(first + 1, n):
+        run[i] = 1 + max((run[j] for j in range(first, i) if losses[j] > losses[i]), default=0)
+    end = max(range(first, n), key=lambda i: (run[i], -i))
     start = end - run[end] + 1
     third = (end - start) / 3
     valley = start + int(third) + int(third / 2)

@@ -1,7 +1,7 @@
 """Optimizer construction (timm's factory) and backbone freezing for transfer learning."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 import timm.optim
 import torch
@@ -66,14 +66,18 @@ def _scale_lr(optimizer: torch.optim.Optimizer, chosen: set[int], scale: float) 
         optimizer.add_param_group(twin)
 
 
-def set_backbone_frozen(model: nn.Module, head_params: Iterable[nn.Parameter], frozen: bool) -> None:
-    """Freeze everything but the head and the norm layers (fastai's ``train_bn``), or unfreeze all.
+def set_backbone_frozen(model: nn.Module, head_params: Iterable[nn.Parameter], frozen: bool,
+                        trainable: Optional[Iterable[nn.Parameter]] = None) -> None:
+    """Freeze everything but the head and the norm layers (fastai's ``train_bn``), or unfreeze.
 
-    Frozen parameters skip their backward pass, which is what makes the
-    head-only epochs fast.
+    Only ``trainable`` (default: every parameter) is ever unfrozen, so weights a task
+    keeps fixed for the whole run (frozen embeddings or encoder) stay fixed. Frozen
+    parameters skip their backward pass, which is what makes the head-only epochs fast.
     """
     keep = {id(p) for p in head_params}
+    allowed = None if trainable is None else {id(p) for p in trainable}
     for module in model.modules():
         is_norm = isinstance(module, _NORMS)
         for param in module.parameters(recurse=False):
-            param.requires_grad_(not frozen or is_norm or id(param) in keep)
+            may_train = allowed is None or id(param) in allowed
+            param.requires_grad_(may_train and (not frozen or is_norm or id(param) in keep))

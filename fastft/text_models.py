@@ -107,6 +107,16 @@ def _set_language_codes(model: nn.Module, tokenizer: Any, source_code: str | Non
         model.config.decoder_start_token_id = model.generation_config.decoder_start_token_id = code_id
 
 
+def _from_scratch(model: nn.Module) -> tuple[nn.Module, set[str]]:
+    """The same architecture and special-token setup with random weights, all of them new."""
+    fresh = type(model)(model.config)
+    fresh.generation_config = model.generation_config
+    if getattr(getattr(fresh, "encoder", None), "pooler", None) is not None:
+        fresh.encoder.pooler = None  # unused by the loss, as in the warm start
+    print(f"from scratch: {type(model).__name__} with random weights (pretrained: false)", flush=True)
+    return fresh, {name for name, _ in fresh.named_parameters()}
+
+
 def load_seq2seq(task_args: Any) -> LoadedSeq2Seq:
     """Model and tokenizer for TranslationArguments (pretrained checkpoint or warm start)."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -129,6 +139,8 @@ def load_seq2seq(task_args: Any) -> LoadedSeq2Seq:
     else:
         tok = tokenizer()
         model, new = _warm_start(a.encoder_name_or_path, a.decoder_name_or_path, tok)
+    if not a.pretrained:
+        model, new = _from_scratch(model)
     _set_language_codes(model, tok, a.source_lang_code, a.target_lang_code, name)
     if model.config.decoder_start_token_id is None:
         raise UserError(f"{name} sets no decoder_start_token_id (decoding cannot start); for mBART set "

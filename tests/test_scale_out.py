@@ -120,8 +120,10 @@ def test_goyal_recipe_plans_for_256_gpus_as_the_paper(capsys):
 
 def test_auto_find_batch_size_keeps_the_global_batch(tmp_path, tiny_images, tiny_model, monkeypatch, capsys):
     real = ImageTask.training_loss
+    models = []
 
     def out_of_memory_above_4(self, model, batch):
+        models.append(model)
         if len(batch["labels"]) > 4:  # what a too-large batch does on a GPU
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(self, model, batch)
@@ -133,5 +135,6 @@ def test_auto_find_batch_size_keeps_the_global_batch(tmp_path, tiny_images, tiny
                                                        "--reference_batch_size", "8"))
     assert final["global_batch_size"] == 16 and final["learning_rate"] == pytest.approx(0.02)
     assert "per-device batch 4 x 4 accumulation steps" in capsys.readouterr().out
+    assert models[0] is not models[-1]  # the retry starts from fresh weights, not the failed attempt's
     recipe = (tmp_path / "auto" / "config.yaml").read_text()
     assert "per_device_train_batch_size: 4" in recipe and "gradient_accumulation_steps: 4" in recipe

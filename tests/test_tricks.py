@@ -266,6 +266,18 @@ def test_freezing_leaves_head_and_norms_trainable(effnet):
     assert all(p.requires_grad for p in effnet.parameters())
 
 
+def test_unfreezing_returns_to_what_the_task_left_trainable(effnet):
+    """A weight the task fixed for the whole run (frozen embeddings, encoder) stays fixed after freeze_epochs."""
+    effnet.conv_stem.weight.requires_grad_(False)
+    effnet.bn1.weight.requires_grad_(False)  # a norm the task froze is not revived by the head-only phase either
+    trainable = [p for p in effnet.parameters() if p.requires_grad]
+    head = list(effnet.get_classifier().parameters())
+    set_backbone_frozen(effnet, head, True, trainable)
+    assert not effnet.bn1.weight.requires_grad and effnet.bn1.bias.requires_grad
+    set_backbone_frozen(effnet, head, False, trainable)
+    assert [p for p in effnet.parameters() if p.requires_grad] == trainable
+
+
 def test_optimizer_built_before_freezing_trains_everything_after_unfreezing(effnet):
     optimizer = build_optimizer(effnet, args(weight_decay=0.1), lr=0.01)
     head = list(effnet.get_classifier().parameters())

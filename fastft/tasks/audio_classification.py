@@ -30,9 +30,6 @@ class AudioClassificationTask(Task):
 
     def __init__(self, task_args: SpeechArguments, args: TrainingArguments):
         super().__init__(task_args, args)
-        if args.freeze_epochs and (task_args.freeze_encoder or task_args.freeze_feature_encoder):
-            raise UserError("freeze_epochs unfreezes the whole model after its head-only epochs, frozen encoder "
-                            "included: use freeze_epochs or freeze_encoder/freeze_feature_encoder, not both")
         self.data = SpeechData(task_args, args.seed, args.max_train_samples, args.max_eval_samples)
         self.label_names: Optional[list[str]] = None
         self.mixup: Optional[MixupCutmix] = None

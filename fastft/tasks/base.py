@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import torch
 from torch import nn
@@ -18,9 +18,14 @@ class Task(abc.ABC):
     greater_is_better: bool = True
     pipeline_tag: str = "other"  # the Hub's task name, for the model card
     drop_last: bool = False  # drop the last incomplete training batch
+    _model: Optional[nn.Module] = None  # what build_model made, kept because data set-up may need it
 
     def __init__(self, task_args: Any, args: TrainingArguments):
         self.task_args, self.args = task_args, args
+
+    def forget_model(self) -> None:
+        """Drop the kept model: each run (an auto_find_batch_size retry too) starts from fresh weights."""
+        self._model = None
 
     @abc.abstractmethod
     def num_train_samples(self) -> int:

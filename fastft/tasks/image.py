@@ -169,7 +169,6 @@ class ImageTask(Task):
         return len(self._splits()[0])
 
     def load_data(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
-        self._model = None  # each run (e.g. an auto_find_batch_size retry) starts from fresh weights
         train, evaluation = self._splits()
         self.label_names = self._labels(train, evaluation)
         self.build_model()

@@ -128,8 +128,10 @@ class Seq2SeqTask(Task):
         """The encoder inputs of a batch (everything but labels and bookkeeping)."""
         return {k: v for k, v in batch.items() if k not in ("labels", "index")}
 
-    def _logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(**self.model_inputs(batch), decoder_input_ids=decoder_input_ids(model, batch["labels"])).logits
+    def _logits(self, model: nn.Module, batch: dict[str, torch.Tensor], inputs: Optional[dict[str, Any]] = None
+                ) -> torch.Tensor:
+        inputs = self.model_inputs(batch) if inputs is None else inputs
+        return model(**inputs, decoder_input_ids=decoder_input_ids(model, batch["labels"])).logits
 
     def count_items(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return (batch["labels"] != IGNORE_INDEX).sum()
@@ -143,11 +145,11 @@ class Seq2SeqTask(Task):
 
     def evaluation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         labels = batch["labels"]
+        inputs = self.model_inputs(batch)  # once: with cached encoder outputs it stacks them for the batch
         # Unsmoothed per-token loss, summed per sample; the engine divides by loss_items.
-        per_token = F.cross_entropy(self._logits(model, batch).float().transpose(1, 2), labels,
+        per_token = F.cross_entropy(self._logits(model, batch, inputs).float().transpose(1, 2), labels,
                                     ignore_index=IGNORE_INDEX, reduction="none")
-        generated = extract_model_from_parallel(model).generate(**self.model_inputs(batch),
-                                                                **self.generation_kwargs())
+        generated = extract_model_from_parallel(model).generate(**inputs, **self.generation_kwargs())
         out = {"loss": per_token.sum(1), "loss_items": (labels != IGNORE_INDEX).sum(1),
                "generated": generated, "labels": labels}
         if "index" in batch:

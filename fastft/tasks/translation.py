@@ -39,6 +39,7 @@ class TranslationArguments(Seq2SeqArguments):
     decoder_name_or_path: Optional[str] = field(None, "Warm-start the decoder from this checkpoint (it gains "
                                                       "new cross-attention).")
     tokenizer_name: Optional[str] = field(None, "Tokenizer to use; unset: the model's (or the encoder's).")
+    pretrained: bool = field(True, "Load pretrained weights; false trains the same architecture from scratch.")
     source_lang: Optional[str] = field(None, "Source language: its key in the translation column, e.g. en.")
     target_lang: Optional[str] = field(None, "Target language: its key in the translation column, e.g. de.")
     source_lang_code: Optional[str] = field(None, "Source language code of a multilingual tokenizer (mBART en_XX, "
@@ -117,9 +118,6 @@ class TranslationTask(Seq2SeqTask):
                                 f"(e.g. en, de, ro), or set {name.split('_')[0]}_column")
         if bool(a.source_lang_code) != bool(a.target_lang_code):
             raise UserError("source_lang_code and target_lang_code go together (e.g. en_XX and ro_RO for mBART)")
-        if a.freeze_embeddings and args.freeze_epochs:
-            raise UserError("freeze_embeddings keeps the embeddings fixed for the whole run, and freeze_epochs "
-                            "unfreezes every weight after its epochs: set one of them")
         if args.freeze_epochs and not warm:
             raise UserError("freeze_epochs trains only newly initialised weights, which a pretrained seq2seq "
                             "model has none of: unset freeze_epochs, or warm-start with encoder_/decoder_name_or_path")
@@ -281,6 +279,8 @@ class TranslationTask(Seq2SeqTask):
     def describe(self) -> list[str]:
         a, files = self.task_args, self._files()
         model = a.model_name_or_path or f"warm start: encoder {a.encoder_name_or_path}, decoder {a.decoder_name_or_path}"
+        if not a.pretrained:
+            model = f"{model.removeprefix('warm start: ')}, its architecture from scratch (pretrained=False)"
         data = ", ".join(files.values()) if files else f"{self._dataset()}" + (
             f" ({a.dataset_config_name})" if a.dataset_config_name else "")
         langs = f"{a.source_column or a.source_lang} -> {a.target_column or a.target_lang}"
