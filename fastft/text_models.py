@@ -51,6 +51,12 @@ def _load(what: str, name: str, load, *args, **kwargs):
                         f"give a local folder, a Hub id (online) or {', '.join(text_assets.MODEL_ASSETS)}") from None
 
 
+def _drop_pooler(encoder: nn.Module | None) -> None:
+    """BERT's pooler never reaches the loss: it would train nothing and stall DDP's gradient sync."""
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+
+
 def _warm_start(encoder_name: str, decoder_name: str, tokenizer: Any) -> tuple[nn.Module, set[str]]:
     """EncoderDecoderModel from two pretrained checkpoints (Rothe et al. 2020); the new weights' names."""
     from transformers import AutoModel, AutoModelForCausalLM, EncoderDecoderModel
@@ -58,9 +64,7 @@ def _warm_start(encoder_name: str, decoder_name: str, tokenizer: Any) -> tuple[n
     encoder = _load("encoder_name_or_path", encoder_name, AutoModel.from_pretrained)
     decoder, info = _load("decoder_name_or_path", decoder_name, AutoModelForCausalLM.from_pretrained,
                           is_decoder=True, add_cross_attention=True, output_loading_info=True)
-    if getattr(encoder, "pooler", None) is not None:
-        # BERT's pooler never reaches the loss: it would train nothing and stall DDP's gradient sync.
-        encoder.pooler = None
+    _drop_pooler(encoder)
     if len(tokenizer) > decoder.config.vocab_size:
         raise UserError(f"the tokenizer has {len(tokenizer)} tokens, the decoder {decoder_name} only "
                         f"{decoder.config.vocab_size}: warm-start encoder and decoder that share the tokenizer")
@@ -111,8 +115,7 @@ def _from_scratch(model: nn.Module) -> tuple[nn.Module, set[str]]:
     """The same architecture and special-token setup with random weights, all of them new."""
     fresh = type(model)(model.config)
     fresh.generation_config = model.generation_config
-    if getattr(getattr(fresh, "encoder", None), "pooler", None) is not None:
-        fresh.encoder.pooler = None  # unused by the loss, as in the warm start
+    _drop_pooler(getattr(fresh, "encoder", None))
     print(f"from scratch: {type(model).__name__} with random weights (pretrained: false)", flush=True)
     return fresh, {name for name, _ in fresh.named_parameters()}
 

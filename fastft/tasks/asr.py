@@ -48,7 +48,6 @@ class AsrTask(Seq2SeqTask):
             raise UserError("cache_encoder_outputs needs freeze_encoder: a trained encoder's outputs change every "
                             "step")
         self.data = SpeechData(task_args, args.seed, args.max_train_samples, args.max_eval_samples)
-        self._model: Optional[nn.Module] = None
         self._encoded: Optional[dict[int, torch.Tensor]] = None  # clip key -> frozen encoder output
 
     # -- model ---------------------------------------------------------------------------

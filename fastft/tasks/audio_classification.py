@@ -33,7 +33,6 @@ class AudioClassificationTask(Task):
         self.data = SpeechData(task_args, args.seed, args.max_train_samples, args.max_eval_samples)
         self.label_names: Optional[list[str]] = None
         self.mixup: Optional[MixupCutmix] = None
-        self._model: Optional[nn.Module] = None
 
     def evaluate_before_training(self) -> bool:
         return self.task_args.eval_before_training

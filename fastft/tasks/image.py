@@ -104,7 +104,6 @@ class ImageTask(Task):
             raise UserError("model_name_or_path is required: a timm name, Hub id, local folder or fastft: asset")
         self.label_names: Optional[list[str]] = None
         self.mixup: Optional[MixupCutmix] = None
-        self._model: Optional[nn.Module] = None
 
     # -- data --------------------------------------------------------------------------
     def _load_raw(self) -> datasets.DatasetDict:

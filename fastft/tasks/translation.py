@@ -121,7 +121,6 @@ class TranslationTask(Seq2SeqTask):
         if args.freeze_epochs and not warm:
             raise UserError("freeze_epochs trains only newly initialised weights, which a pretrained seq2seq "
                             "model has none of: unset freeze_epochs, or warm-start with encoder_/decoder_name_or_path")
-        self._model: Optional[nn.Module] = None
         self.new_parameters: set[str] = set()
 
     # -- data --------------------------------------------------------------------------
