@@ -1,10 +1,13 @@
 """Engine overhead: fastft vs a plain PyTorch loop vs the HF Trainer, same model, data and batch.
 
     python benchmarks/engine_overhead.py            # writes benchmarks/results/engine_overhead.{json,md,png}
+    python benchmarks/engine_overhead.py --models large --mixed_precision bf16   # on a GPU
+
+All three run on the GPU when there is one (else the CPU), at the same precision.
 
 First it checks that fastft and the plain loop follow the same loss trajectory (full-batch
 steps, so data order cannot differ). Then it times the three interleaved (A B C A B C ...),
-several repeats after warm-up, fp32, the same optimizer (SGD, Nesterov momentum 0.9), thread
+several repeats after warm-up, the same optimizer (SGD, Nesterov momentum 0.9), thread
 count and no evaluation, and reports the median optimizer steps per second and the median of
 the per-repeat ratios: runs next to each other in time share the machine's state, so pairing
 them cancels the slow drift of a shared VM's speed.
@@ -33,10 +36,18 @@ from fastft.engine import Trainer  # noqa: E402
 from fastft.tasks.base import Task  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-MODELS = {  # name -> (timm architecture, image size): a convolutional network and a transformer
-    "resnet18 (conv)": ("resnet18", 64),
-    "vit_tiny (transformer)": ("vit_tiny_patch16_224", 64),
+MODEL_SETS = {  # name -> (timm architecture, image size): a convolutional network and a transformer
+    "small": {"resnet18 (conv)": ("resnet18", 64), "vit_tiny (transformer)": ("vit_tiny_patch16_224", 64)},
+    "large": {"resnet50 (conv)": ("resnet50", 224), "vit_base_patch16 (transformer)": ("vit_base_patch16_224", 224)},
 }
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so a clock reading covers it."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def make_model(arch: str, size: int, seed: int) -> torch.nn.Module:
@@ -78,7 +89,9 @@ class SyntheticTask(Task):
 
     def collate(self, examples):
         x, y = zip(*examples)
-        return {"pixel_values": torch.stack(x), "labels": torch.stack(y)}
+        x = torch.stack(x)
+        return {"pixel_values": x.contiguous(memory_format=torch.channels_last) if self.args.channels_last else x,
+                "labels": torch.stack(y)}
 
     def training_loss(self, model, batch):
         return F.cross_entropy(model(batch["pixel_values"]), batch["labels"], reduction="sum")
@@ -98,7 +111,7 @@ class SyntheticTask(Task):
 
 
 def fastft_run(arch: str, size: int, data: Any, batch: int, steps: int, warmup: int, seed: int,
-               shuffle: bool = True) -> tuple[float, list[float]]:
+               shuffle: bool = True, precision: str = "no", channels_last: bool = False) -> tuple[float, list[float]]:
     """(steps per second after warm-up, per-step losses) through the fastft engine."""
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
@@ -106,7 +119,8 @@ def fastft_run(arch: str, size: int, data: Any, batch: int, steps: int, warmup: 
         args = TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=batch,
                                  learning_rate=0.01, optim="sgd", momentum=0.9, max_grad_norm=0,
                                  lr_scheduler_type="constant", eval_strategy="no", logging_steps=1 if not shuffle
-                                 else warmup, seed=seed, save_total_limit=None, mixed_precision="no")
+                                 else warmup, seed=seed, save_total_limit=None, mixed_precision=precision,
+                                 channels_last=channels_last)
         Trainer(SyntheticTask(args, arch, size, data, seed), args).fit()
         rows = reporting.read_jsonl(Path(out) / reporting.TRAIN_LOG)
     for reset in (AcceleratorState, GradientState):
@@ -118,31 +132,39 @@ def fastft_run(arch: str, size: int, data: Any, batch: int, steps: int, warmup: 
 
 
 def plain_run(arch: str, size: int, data: Any, batch: int, steps: int, warmup: int, seed: int,
-              shuffle: bool = True) -> tuple[float, list[float]]:
-    """The loop a user would write by hand: DataLoader, forward, backward, step, LR scheduler."""
-    model = make_model(arch, size, seed).train()
+              shuffle: bool = True, precision: str = "no") -> tuple[float, list[float]]:
+    """The loop a user would write by hand: DataLoader, forward, backward, step, LR scheduler
+    (under autocast, with a gradient scaler for fp16, when mixed)."""
+    model = make_model(arch, size, seed).to(DEVICE).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=shuffle,
                                          generator=torch.Generator().manual_seed(seed))
+    scaler = torch.amp.GradScaler(DEVICE.type, enabled=precision == "fp16")
     losses, t = [], 0
     while t < steps:
         for x, y in loader:
             if t == warmup:
+                sync()
                 start = time.perf_counter()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
+            x, y = x.to(DEVICE, non_blocking=True), y.to(DEVICE, non_blocking=True)
+            with torch.autocast(DEVICE.type, dtype=DTYPES.get(precision), enabled=precision in DTYPES):
+                loss = F.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             opt.zero_grad(set_to_none=True)
             sched.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())  # no .item() here: that would wait for the GPU every step
             t += 1
             if t == steps:
                 break
-    return (steps - warmup) / (time.perf_counter() - start), losses
+    sync()
+    return (steps - warmup) / (time.perf_counter() - start), [loss.item() for loss in losses]
 
 
-def hf_trainer_run(arch: str, size: int, data: Any, batch: int, steps: int, warmup: int, seed: int) -> float:
+def hf_trainer_run(arch: str, size: int, data: Any, batch: int, steps: int, warmup: int, seed: int,
+                   precision: str = "no") -> float:
     from transformers import Trainer as HFTrainer, TrainerCallback, TrainingArguments as HFArgs
 
     class WithLoss(torch.nn.Module):
@@ -157,7 +179,9 @@ def hf_trainer_run(arch: str, size: int, data: Any, batch: int, steps: int, warm
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            marks[state.global_step] = time.perf_counter()
+            if state.global_step in (warmup, steps):  # a GPU sync only where the clock is read
+                sync()
+                marks[state.global_step] = time.perf_counter()
 
     collate = lambda ex: {"pixel_values": torch.stack([e[0] for e in ex]), "labels": torch.stack([e[1] for e in ex])}  # noqa: E731
     model = WithLoss()
@@ -167,29 +191,37 @@ def hf_trainer_run(arch: str, size: int, data: Any, batch: int, steps: int, warm
     with tempfile.TemporaryDirectory() as out:
         hf_args = HFArgs(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=0.01,
                          optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0, logging_steps=warmup,
-                         save_strategy="no", eval_strategy="no", report_to=[], seed=seed, use_cpu=True,
+                         save_strategy="no", eval_strategy="no", report_to=[], seed=seed,
+                         use_cpu=DEVICE.type == "cpu", bf16=precision == "bf16", fp16=precision == "fp16",
                          dataloader_num_workers=0, disable_tqdm=True)
         HFTrainer(model=model, args=hf_args, train_dataset=data, data_collator=collate,
                   callbacks=[Clock()], optimizers=(opt, sched)).train()
     return (steps - warmup) / (marks[steps] - marks[warmup])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=2)
-    opts = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=10, help="interleaved timing repeats")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per timed run")
+    parser.add_argument("--warmup", type=int, default=8, help="steps of each run left out of its timing")
+    parser.add_argument("--batch", type=int, default=32, help="batch size")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--models", choices=sorted(MODEL_SETS), default="large" if DEVICE.type == "cuda" else "small",
+                        help="small: resnet18 and vit_tiny at 64 px (CPU); large: resnet50 and ViT-B/16 at 224 px")
+    parser.add_argument("--mixed_precision", choices=["no", *DTYPES], default="no", help="precision of the timed runs")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the json, md and png")
+    parser.add_argument("--stem", default="engine_overhead", help="their file name")
+    opts = parser.parse_args(argv)
     torch.set_num_threads(opts.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(opts.threads))
-    RESULTS.mkdir(exist_ok=True)
+    opts.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"threads": opts.threads, "batch": opts.batch, "steps": opts.steps,
-                              "warmup": opts.warmup, "repeats": opts.repeats, "torch": torch.__version__,
-                              "date": time.strftime("%Y-%m-%d"), "models": {}}
-    for name, (arch, size) in MODELS.items():
-        # 1. Same trajectory: full-batch steps (batch = dataset), so data order cannot matter.
+                              "warmup": opts.warmup, "repeats": opts.repeats, "mixed_precision": opts.mixed_precision,
+                              "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
+                              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "models": {}}
+    precision = opts.mixed_precision
+    for name, (arch, size) in MODEL_SETS[opts.models].items():
+        # 1. Same trajectory: full-batch fp32 steps (batch = dataset), so data order cannot matter.
         small = make_data(opts.batch, size)
         _, ours = fastft_run(arch, size, small, opts.batch, 10, 1, seed=0, shuffle=False)
         _, theirs = plain_run(arch, size, small, opts.batch, 10, 1, seed=0, shuffle=False)
@@ -198,9 +230,11 @@ def main() -> None:
         # 2. Interleaved timing.
         data = make_data(opts.batch * (opts.steps + 1), size)
         runners: dict[str, Callable[[], float]] = {
-            "plain loop": lambda: plain_run(arch, size, data, opts.batch, opts.steps, opts.warmup, 0)[0],
-            "fastft": lambda: fastft_run(arch, size, data, opts.batch, opts.steps, opts.warmup, 0)[0],
-            "HF Trainer": lambda: hf_trainer_run(arch, size, data, opts.batch, opts.steps, opts.warmup, 0),
+            "plain loop": lambda: plain_run(arch, size, data, opts.batch, opts.steps, opts.warmup, 0,
+                                            precision=precision)[0],
+            "fastft": lambda: fastft_run(arch, size, data, opts.batch, opts.steps, opts.warmup, 0,
+                                         precision=precision)[0],
+            "HF Trainer": lambda: hf_trainer_run(arch, size, data, opts.batch, opts.steps, opts.warmup, 0, precision),
         }
         rates: dict[str, list[float]] = {k: [] for k in runners}
         for r in range(opts.repeats):
@@ -211,7 +245,7 @@ def main() -> None:
         report["models"][name] = {"trajectory_max_rel_gap": gap, "steps_per_s": rates, "median": medians,
                                   "fastft_vs_plain": _paired(rates["fastft"], rates["plain loop"]),
                                   "fastft_vs_hf_trainer": _paired(rates["fastft"], rates["HF Trainer"])}
-    (RESULTS / "engine_overhead.json").write_text(json.dumps(report, indent=1))
+    (opts.out / f"{opts.stem}.json").write_text(json.dumps(report, indent=1))
     lines = ["| model | plain loop steps/s | fastft steps/s | HF Trainer steps/s | fastft / plain | fastft / HF Trainer |",
              "|---|---:|---:|---:|---:|---:|"]
     ratio = lambda r: f"{r['median']:.3f} ({r['q1']:.3f}-{r['q3']:.3f})"  # noqa: E731
@@ -219,11 +253,12 @@ def main() -> None:
         med = m["median"]
         lines.append(f"| {name} | {med['plain loop']:.2f} | {med['fastft']:.2f} | {med['HF Trainer']:.2f} | "
                      f"{ratio(m['fastft_vs_plain'])} | {ratio(m['fastft_vs_hf_trainer'])} |")
-    lines.append("\nSteps/s: medians over repeats. Ratios: median of the per-repeat ratios (interquartile range).")
+    lines.append(f"\n{report['device']}, mixed precision {precision}, batch {opts.batch}, {opts.repeats} repeats. "
+                 "Steps/s: medians over repeats. Ratios: median of the per-repeat ratios (interquartile range).")
     table = "\n".join(lines)
-    (RESULTS / "engine_overhead.md").write_text(table + "\n")
+    (opts.out / f"{opts.stem}.md").write_text(table + "\n")
     print(table)
-    _plot(report)
+    _plot(report, opts.out / f"{opts.stem}.png")
 
 
 def _paired(ours: list[float], theirs: list[float]) -> dict[str, float]:
@@ -232,7 +267,7 @@ def _paired(ours: list[float], theirs: list[float]) -> dict[str, float]:
     return {"median": median, "q1": q1, "q3": q3}
 
 
-def _plot(report: dict[str, Any]) -> None:
+def _plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,7 +279,8 @@ def _plot(report: dict[str, Any]) -> None:
         ax.set_title(name)
         ax.set_ylabel("optimizer steps / s")
     fig.tight_layout()
-    fig.savefig(RESULTS / "engine_overhead.png", dpi=100)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 The LR grows exponentially from ``lr_find_start`` to ``lr_find_end`` over
 ``lr_find_steps`` optimizer steps (stopping early once the loss diverges); the
 smoothed loss against the LR goes to ``plots/lr_find.png`` and ``lr_find.json``
-with suggested maxima for one-cycle. Nothing else in output_dir is touched.
+with suggested maxima for one-cycle, stated as ``learning_rate`` at the recipe's
+``reference_batch_size`` (the sweep itself runs at the real global batch). Nothing else
+in output_dir is touched.
 """
 from __future__ import annotations
 
@@ -80,8 +82,13 @@ def run_lr_find(trainer: "Trainer") -> dict[str, Any]:
         best = min(best, value)
         if not math.isfinite(value) or value > 4 * best:  # diverged: the rest of the sweep says nothing
             break
-    result = {"lrs": lrs, "losses": losses, "suggested": suggestions(lrs, losses) if len(lrs) > 2 else {},
-              "steps_run": len(lrs)}
+    found = suggestions(lrs, losses) if len(lrs) > 2 else {}
+    # The sweep ran at this global batch; the recipe states learning_rate at reference_batch_size, so
+    # the suggestions are divided back by the batch scaling: they go into learning_rate as they are.
+    scale = trainer.plan.scaled_learning_rate / trainer.plan.learning_rate
+    result = {"lrs": lrs, "losses": losses, "suggested": {k: v / scale for k, v in found.items()},
+              "suggested_at_global_batch": found, "global_batch_size": trainer.plan.global_batch_size,
+              "reference_batch_size": trainer.plan.reference_batch_size, "steps_run": len(lrs)}
     if acc.is_main_process:
         out = Path(args.output_dir)
         (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -89,9 +96,9 @@ def run_lr_find(trainer: "Trainer") -> dict[str, Any]:
         fig, ax = plt.subplots(figsize=(7, 3.5))
         ax.plot(lrs, losses)
         ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
+        ax.set_xlabel(f"learning rate at global batch {trainer.plan.global_batch_size}")
         ax.set_ylabel("smoothed training loss")
-        for name, value in result["suggested"].items():
+        for name, value in found.items():
             ax.axvline(value, linestyle="--", alpha=0.6, label=f"{name}: {value:.2e}")
         ax.legend()
         ax.set_title("LR range test")
@@ -99,6 +106,8 @@ def run_lr_find(trainer: "Trainer") -> dict[str, Any]:
         fig.savefig(out / "plots" / "lr_find.png", dpi=100)
         plt.close(fig)
         picks = ", ".join(f"{k} {v:.3g}" for k, v in result["suggested"].items())
-        acc.print(f"LR range test over {len(lrs)} steps: suggested maximum LR for one_cycle: {picks}. "
+        stated = (f" (learning_rate at reference batch {trainer.plan.reference_batch_size}, which fastft scales "
+                  f"by {scale:.3g} for global batch {trainer.plan.global_batch_size})" if scale != 1 else "")
+        acc.print(f"LR range test over {len(lrs)} steps: suggested maximum LR for one_cycle: {picks}{stated}. "
                   f"Plot: {out / 'plots' / 'lr_find.png'}")
     return result

@@ -1,12 +1,15 @@
-"""The engine's per-sample augmentation seeding, which makes resumes bit-exact."""
+"""The engine's per-sample augmentation seeding, which makes resumes bit-exact, and its CPU thread check."""
 from __future__ import annotations
 
 import random
+import types
+import warnings
 
 import numpy as np
+import pytest
 import torch
 
-from fastft.engine import _SeededSamples
+from fastft.engine import _SeededSamples, _warn_if_oversubscribed, oversubscription
 
 
 class Draws(torch.utils.data.Dataset):
@@ -32,3 +35,20 @@ def test_a_sample_depends_only_on_seed_epoch_and_index_and_global_rngs_are_untou
     assert len({batch[0], batch[1], batch[2]}) == 3  # but different indices differ
     samples.epoch = 1
     assert samples[5] != batch[0]  # and a new epoch gives new augmentations
+
+
+def test_oversubscribed_cpu_threads_warn_with_the_setting_that_fixes_them(monkeypatch):
+    assert oversubscription(threads=1, local_processes=2, cores=2) is None
+    assert oversubscription(threads=2, local_processes=1, cores=2) is None
+    assert "set OMP_NUM_THREADS=1 per process" in oversubscription(threads=2, local_processes=2, cores=2)
+    assert "OMP_NUM_THREADS=4" in oversubscription(threads=16, local_processes=4, cores=16)
+
+    cpu = types.SimpleNamespace(device=torch.device("cpu"), is_local_main_process=True)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1000")  # more processes than any machine has cores
+    with pytest.warns(UserWarning, match="1000 process"):
+        _warn_if_oversubscribed(cpu)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_oversubscribed(cpu)  # one process, one thread: silent

@@ -222,14 +222,19 @@ def test_lr_find_sweeps_plots_and_suggests_without_touching_a_run(tmp_path, tiny
     out = tmp_path / "run"
     run(image_argv(out, tiny_images, tiny_model, "--max_steps", "2"))
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    # The recipe states its LR at batch 16; the sweep runs at the real batch 8 (LR scaled by 0.5).
     result = run(image_argv(out, tiny_images, tiny_model, "--lr_find", "--lr_find_steps", "60",
-                            "--lr_find_end", "100"))
+                            "--lr_find_end", "100", "--reference_batch_size", "16"))
     lrs = result["lrs"]
     assert lrs[0] == pytest.approx(1e-7) and all(b > a for a, b in zip(lrs, lrs[1:]))  # exponential sweep
     assert result["steps_run"] < 60  # an LR of 100 diverges: the sweep stops early
     assert set(result["suggested"]) == {"valley", "steepest", "minimum_div_10"}
     assert (out / "plots" / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
-    assert "suggested maximum LR for one_cycle" in capsys.readouterr().out
+    # ...so the suggestions go into learning_rate as they are: twice the LRs the sweep found best.
+    for name, at_batch_8 in result["suggested_at_global_batch"].items():
+        assert result["suggested"][name] == pytest.approx(2 * at_batch_8)
+    printed = capsys.readouterr().out
+    assert "suggested maximum LR for one_cycle" in printed and "at reference batch 16" in printed
     after = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file() and p.name != "lr_find.json"}
     assert after == before  # the finished run's files are untouched
     # On a textbook curve (flat, falling, then exploding) the picks land on the falling part.

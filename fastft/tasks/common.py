@@ -1,4 +1,4 @@
-"""Small pieces several tasks share: finding a dataset's columns, and classification outputs and accuracy."""
+"""Small pieces several tasks share: picking splits and columns, and classification outputs and accuracy."""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -22,6 +22,33 @@ def find_column(ds: datasets.Dataset, name: Optional[str], candidates: tuple, fi
             return candidate
     raise UserError(f"no {field_name.rsplit('_', 1)[0]} column found among {', '.join(ds.column_names)}; "
                     f"set {field_name}")
+
+
+def named_split(raw: datasets.DatasetDict, args: Any, field_name: str, dataset: str) -> datasets.Dataset:
+    """The split the recipe names in ``field_name`` (train_split or eval_split)."""
+    split = getattr(args, field_name)
+    if split not in raw:
+        raise UserError(f"{field_name} {split!r} is not in dataset {dataset}; it has {', '.join(raw)}")
+    return raw[split]
+
+
+def with_eval_split(raw: datasets.DatasetDict, train: datasets.Dataset, args: Any, seed: int, dataset: str,
+                    label_column: Optional[str] = None) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train, evaluation): the recipe's eval_split, else the dataset's validation or test split, else a
+    deterministic train_val_split share of train, stratified when ``label_column`` holds classes."""
+    if args.eval_split is not None:
+        return train, named_split(raw, args, "eval_split", dataset)
+    if "validation" in raw or "test" in raw:
+        return train, raw["validation" if "validation" in raw else "test"]
+    stratify = (label_column if label_column and isinstance(train.features[label_column], datasets.ClassLabel)
+                else None)
+    parts = train.train_test_split(test_size=args.train_val_split, seed=seed, stratify_by_column=stratify)
+    return parts["train"], parts["test"]
+
+
+def subsample(ds: datasets.Dataset, limit: Optional[int], seed: int) -> datasets.Dataset:
+    """A seeded random ``limit`` rows (max_train_samples / max_eval_samples), or all of them."""
+    return ds.shuffle(seed=seed).select(range(min(limit, len(ds)))) if limit else ds
 
 
 def classification_outputs(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from fastft.metrics import load_metric
 from fastft.models import create_image_classifier, head_of, model_family, save_image_classifier
 from fastft.regularization import MixupCutmix, classification_loss
 from fastft.tasks.base import Task
-from fastft.tasks.common import accuracy, classification_outputs, find_column
+from fastft.tasks.common import accuracy, classification_outputs, find_column, named_split, subsample, with_eval_split
 
 # Train-set sizes of well-known Hub datasets, so a dry run plans without downloading them.
 KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "uoft-cs/cifar10": 50_000, "cifar100": 50_000, "uoft-cs/cifar100": 50_000,
@@ -123,32 +123,12 @@ class ImageTask(Task):
                             f"'imagefolder' with data_dir, or fastft:fashion_mnist") from None
 
     def _splits(self) -> tuple[datasets.Dataset, datasets.Dataset]:
-        a, raw = self.task_args, self._load_raw()
-        if a.train_split not in raw:
-            raise UserError(f"train_split {a.train_split!r} is not in dataset {a.dataset_name}; "
-                            f"it has {', '.join(raw)}")
-        train = raw[a.train_split]
+        a, raw, seed = self.task_args, self._load_raw(), self.args.seed
+        train = named_split(raw, a, "train_split", a.dataset_name)
         self.image_column = find_column(train, a.image_column, IMAGE_COLUMNS, "image_column")
         self.label_column = find_column(train, a.label_column, LABEL_COLUMNS, "label_column")
-        if a.eval_split is not None:
-            if a.eval_split not in raw:
-                raise UserError(f"eval_split {a.eval_split!r} is not in dataset {a.dataset_name}; "
-                                f"it has {', '.join(raw)}")
-            evaluation = raw[a.eval_split]
-        elif "validation" in raw or "test" in raw:
-            evaluation = raw["validation" if "validation" in raw else "test"]
-        else:  # deterministic held-out share, stratified when labels are classes
-            stratify = self.label_column if isinstance(train.features[self.label_column],
-                                                       datasets.ClassLabel) else None
-            parts = train.train_test_split(test_size=a.train_val_split, seed=self.args.seed,
-                                           stratify_by_column=stratify)
-            train, evaluation = parts["train"], parts["test"]
-        if self.args.max_train_samples:
-            train = train.shuffle(seed=self.args.seed).select(range(min(self.args.max_train_samples, len(train))))
-        if self.args.max_eval_samples:
-            evaluation = evaluation.shuffle(seed=self.args.seed).select(
-                range(min(self.args.max_eval_samples, len(evaluation))))
-        return train, evaluation
+        train, evaluation = with_eval_split(raw, train, a, seed, a.dataset_name, self.label_column)
+        return subsample(train, self.args.max_train_samples, seed), subsample(evaluation, self.args.max_eval_samples, seed)
 
     def _labels(self, train: datasets.Dataset, evaluation: datasets.Dataset) -> list[str]:
         feature = train.features[self.label_column]

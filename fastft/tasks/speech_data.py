@@ -16,7 +16,7 @@ from fastft import speech_assets
 from fastft.assets import is_asset
 from fastft.audio import duration_s, load_audio
 from fastft.errors import UserError
-from fastft.tasks.common import find_column
+from fastft.tasks.common import find_column, named_split, subsample, with_eval_split
 
 AUDIO_COLUMNS = ("audio", "path", "file", "file_name", "filename", "audio_path", "audio_filepath")
 TEXT_COLUMNS = ("text", "sentence", "transcription", "transcript", "normalized_text", "raw_transcription")
@@ -103,22 +103,10 @@ class SpeechData:
         """Train and eval splits with undecoded audio, cut to max_*_samples and filtered by duration."""
         a, raw = self.a, self._load_raw()
         self.max_duration = max_duration
-        if a.train_split not in raw:
-            raise UserError(f"train_split {a.train_split!r} is not in dataset {self.name()}; it has {', '.join(raw)}")
-        train = raw[a.train_split]
+        train = named_split(raw, a, "train_split", self.name())
         self.audio_column = find_column(train, a.audio_column, AUDIO_COLUMNS, "audio_column")
         self.target_column = find_column(train, getattr(a, target_field), target_candidates, target_field)
-        if a.eval_split is not None:
-            if a.eval_split not in raw:
-                raise UserError(f"eval_split {a.eval_split!r} is not in dataset {self.name()}; it has {', '.join(raw)}")
-            evaluation = raw[a.eval_split]
-        elif "validation" in raw or "test" in raw:
-            evaluation = raw["validation" if "validation" in raw else "test"]
-        else:  # a deterministic held-out share, stratified when the targets are classes
-            feature = train.features[self.target_column]
-            stratify = self.target_column if isinstance(feature, datasets.ClassLabel) else None
-            parts = train.train_test_split(test_size=a.train_val_split, seed=self.seed, stratify_by_column=stratify)
-            train, evaluation = parts["train"], parts["test"]
+        train, evaluation = with_eval_split(raw, train, a, self.seed, self.name(), self.target_column)
         train, evaluation = (self._prepare(ds, n, which) for ds, n, which in
                              ((train, self.max_train, "training"), (evaluation, self.max_eval, "evaluation")))
         return train, evaluation
@@ -130,8 +118,8 @@ class SpeechData:
         if isinstance(ds.features[self.audio_column], datasets.Audio):
             # datasets' own decoder needs torchcodec + FFmpeg; fastft.audio reads the bytes instead.
             ds = ds.cast_column(self.audio_column, datasets.Audio(decode=False))
-        if limit:  # select first, as HF's scripts do: filtering a whole Hub split would read every header
-            ds = ds.shuffle(seed=self.seed).select(range(min(limit, len(ds))))
+        # Subsample before the duration filter, as HF's scripts do: filtering a whole Hub split reads every header.
+        ds = subsample(ds, limit, self.seed)
         low, high = self.a.min_duration_s, self.max_duration
         if low > 0 or high is not None:
             column = self.audio_column

@@ -19,6 +19,7 @@ from fastft import text_assets
 from fastft.config import TrainingArguments, field
 from fastft.errors import UserError
 from fastft.metrics import load_metric
+from fastft.tasks.common import named_split, subsample, with_eval_split
 from fastft.tasks.seq2seq import Seq2SeqArguments, Seq2SeqTask
 from fastft.text_models import load_seq2seq
 
@@ -167,27 +168,11 @@ class TranslationTask(Seq2SeqTask):
             raise UserError(f"could not load dataset {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}"
                             f"); use a Hub dataset (online), json/csv files, or {DEFAULT_DATASET}") from None
 
-    def _split(self, raw: datasets.DatasetDict, field_name: str) -> datasets.Dataset:
-        split = getattr(self.task_args, field_name)
-        if split not in raw:
-            raise UserError(f"{field_name} {split!r} is not in dataset {self._dataset()}; it has {', '.join(raw)}")
-        return raw[split]
-
     def _splits(self) -> tuple[datasets.Dataset, datasets.Dataset]:
-        a, raw = self.task_args, self._load_raw()
-        train = self._split(raw, "train_split")
-        if a.eval_split is not None:
-            evaluation = self._split(raw, "eval_split")
-        elif "validation" in raw or "test" in raw:
-            evaluation = raw["validation" if "validation" in raw else "test"]
-        else:  # a deterministic held-out share
-            parts = train.train_test_split(test_size=a.train_val_split, seed=self.args.seed)
-            train, evaluation = parts["train"], parts["test"]
-        if self.args.max_train_samples:
-            train = train.shuffle(seed=self.args.seed).select(range(min(self.args.max_train_samples, len(train))))
-        if self.args.max_eval_samples:
-            evaluation = evaluation.shuffle(seed=self.args.seed).select(
-                range(min(self.args.max_eval_samples, len(evaluation))))
+        a, raw, name, seed = self.task_args, self._load_raw(), self._dataset(), self.args.seed
+        train, evaluation = with_eval_split(raw, named_split(raw, a, "train_split", name), a, seed, name)
+        train, evaluation = subsample(train, self.args.max_train_samples, seed), subsample(
+            evaluation, self.args.max_eval_samples, seed)
         if not len(train) or not len(evaluation):
             raise UserError(f"dataset {self._dataset()} gives {len(train)} training and {len(evaluation)} evaluation "
                             f"pairs; both need at least one")
