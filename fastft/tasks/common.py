@@ -33,22 +33,22 @@ def named_split(raw: datasets.DatasetDict, args: Any, field_name: str, dataset: 
 
 
 def with_eval_split(raw: datasets.DatasetDict, train: datasets.Dataset, args: Any, seed: int, dataset: str,
+                    limits: tuple[Optional[int], Optional[int]],
                     label_column: Optional[str] = None) -> tuple[datasets.Dataset, datasets.Dataset]:
     """(train, evaluation): the recipe's eval_split, else the dataset's validation or test split, else a
-    deterministic train_val_split share of train, stratified when ``label_column`` holds classes."""
+    deterministic train_val_split share of train, stratified when ``label_column`` holds classes; each
+    cut to a seeded random subset of at most ``limits`` (max_train_samples, max_eval_samples) rows."""
     if args.eval_split is not None:
-        return train, named_split(raw, args, "eval_split", dataset)
-    if "validation" in raw or "test" in raw:
-        return train, raw["validation" if "validation" in raw else "test"]
-    stratify = (label_column if label_column and isinstance(train.features[label_column], datasets.ClassLabel)
-                else None)
-    parts = train.train_test_split(test_size=args.train_val_split, seed=seed, stratify_by_column=stratify)
-    return parts["train"], parts["test"]
-
-
-def subsample(ds: datasets.Dataset, limit: Optional[int], seed: int) -> datasets.Dataset:
-    """A seeded random ``limit`` rows (max_train_samples / max_eval_samples), or all of them."""
-    return ds.shuffle(seed=seed).select(range(min(limit, len(ds)))) if limit else ds
+        evaluation = named_split(raw, args, "eval_split", dataset)
+    elif "validation" in raw or "test" in raw:
+        evaluation = raw["validation" if "validation" in raw else "test"]
+    else:
+        stratify = (label_column if label_column and isinstance(train.features[label_column], datasets.ClassLabel)
+                    else None)
+        parts = train.train_test_split(test_size=args.train_val_split, seed=seed, stratify_by_column=stratify)
+        train, evaluation = parts["train"], parts["test"]
+    return tuple(ds.shuffle(seed=seed).select(range(min(limit, len(ds)))) if limit else ds
+                 for ds, limit in zip((train, evaluation), limits))
 
 
 def classification_outputs(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:

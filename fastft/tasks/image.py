@@ -18,7 +18,7 @@ from fastft.metrics import load_metric
 from fastft.models import create_image_classifier, head_of, model_family, save_image_classifier
 from fastft.regularization import MixupCutmix, classification_loss
 from fastft.tasks.base import Task
-from fastft.tasks.common import accuracy, classification_outputs, find_column, named_split, subsample, with_eval_split
+from fastft.tasks.common import accuracy, classification_outputs, find_column, named_split, with_eval_split
 
 # Train-set sizes of well-known Hub datasets, so a dry run plans without downloading them.
 KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "uoft-cs/cifar10": 50_000, "cifar100": 50_000, "uoft-cs/cifar100": 50_000,
@@ -123,12 +123,12 @@ class ImageTask(Task):
                             f"'imagefolder' with data_dir, or fastft:fashion_mnist") from None
 
     def _splits(self) -> tuple[datasets.Dataset, datasets.Dataset]:
-        a, raw, seed = self.task_args, self._load_raw(), self.args.seed
+        a, raw = self.task_args, self._load_raw()
         train = named_split(raw, a, "train_split", a.dataset_name)
         self.image_column = find_column(train, a.image_column, IMAGE_COLUMNS, "image_column")
         self.label_column = find_column(train, a.label_column, LABEL_COLUMNS, "label_column")
-        train, evaluation = with_eval_split(raw, train, a, seed, a.dataset_name, self.label_column)
-        return subsample(train, self.args.max_train_samples, seed), subsample(evaluation, self.args.max_eval_samples, seed)
+        limits = (self.args.max_train_samples, self.args.max_eval_samples)
+        return with_eval_split(raw, train, a, self.args.seed, a.dataset_name, limits, self.label_column)
 
     def _labels(self, train: datasets.Dataset, evaluation: datasets.Dataset) -> list[str]:
         feature = train.features[self.label_column]

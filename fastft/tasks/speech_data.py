@@ -16,7 +16,7 @@ from fastft import speech_assets
 from fastft.assets import is_asset
 from fastft.audio import duration_s, load_audio
 from fastft.errors import UserError
-from fastft.tasks.common import find_column, named_split, subsample, with_eval_split
+from fastft.tasks.common import find_column, named_split, with_eval_split
 
 AUDIO_COLUMNS = ("audio", "path", "file", "file_name", "filename", "audio_path", "audio_filepath")
 TEXT_COLUMNS = ("text", "sentence", "transcription", "transcript", "normalized_text", "raw_transcription")
@@ -106,20 +106,19 @@ class SpeechData:
         train = named_split(raw, a, "train_split", self.name())
         self.audio_column = find_column(train, a.audio_column, AUDIO_COLUMNS, "audio_column")
         self.target_column = find_column(train, getattr(a, target_field), target_candidates, target_field)
-        train, evaluation = with_eval_split(raw, train, a, self.seed, self.name(), self.target_column)
-        train, evaluation = (self._prepare(ds, n, which) for ds, n, which in
-                             ((train, self.max_train, "training"), (evaluation, self.max_eval, "evaluation")))
-        return train, evaluation
+        # Cut to max_*_samples before the duration filter, as HF's scripts do: filtering a whole Hub
+        # split would read every header.
+        train, evaluation = with_eval_split(raw, train, a, self.seed, self.name(), (self.max_train, self.max_eval),
+                                            self.target_column)
+        return self._prepare(train, "training"), self._prepare(evaluation, "evaluation")
 
-    def _prepare(self, ds: datasets.Dataset, limit: Optional[int], which: str) -> datasets.Dataset:
+    def _prepare(self, ds: datasets.Dataset, which: str) -> datasets.Dataset:
         if self.target_column not in ds.column_names or self.audio_column not in ds.column_names:
             raise UserError(f"the {which} split lacks column {self.audio_column!r} or {self.target_column!r}; "
                             f"it has {', '.join(ds.column_names)}")
         if isinstance(ds.features[self.audio_column], datasets.Audio):
             # datasets' own decoder needs torchcodec + FFmpeg; fastft.audio reads the bytes instead.
             ds = ds.cast_column(self.audio_column, datasets.Audio(decode=False))
-        # Subsample before the duration filter, as HF's scripts do: filtering a whole Hub split reads every header.
-        ds = subsample(ds, limit, self.seed)
         low, high = self.a.min_duration_s, self.max_duration
         if low > 0 or high is not None:
             column = self.audio_column

@@ -19,7 +19,7 @@ from fastft import text_assets
 from fastft.config import TrainingArguments, field
 from fastft.errors import UserError
 from fastft.metrics import load_metric
-from fastft.tasks.common import named_split, subsample, with_eval_split
+from fastft.tasks.common import named_split, with_eval_split
 from fastft.tasks.seq2seq import Seq2SeqArguments, Seq2SeqTask
 from fastft.text_models import load_seq2seq
 
@@ -169,12 +169,11 @@ class TranslationTask(Seq2SeqTask):
                             f"); use a Hub dataset (online), json/csv files, or {DEFAULT_DATASET}") from None
 
     def _splits(self) -> tuple[datasets.Dataset, datasets.Dataset]:
-        a, raw, name, seed = self.task_args, self._load_raw(), self._dataset(), self.args.seed
-        train, evaluation = with_eval_split(raw, named_split(raw, a, "train_split", name), a, seed, name)
-        train, evaluation = subsample(train, self.args.max_train_samples, seed), subsample(
-            evaluation, self.args.max_eval_samples, seed)
+        a, raw, name = self.task_args, self._load_raw(), self._dataset()
+        train, evaluation = with_eval_split(raw, named_split(raw, a, "train_split", name), a, self.args.seed, name,
+                                            (self.args.max_train_samples, self.args.max_eval_samples))
         if not len(train) or not len(evaluation):
-            raise UserError(f"dataset {self._dataset()} gives {len(train)} training and {len(evaluation)} evaluation "
+            raise UserError(f"dataset {name} gives {len(train)} training and {len(evaluation)} evaluation "
                             f"pairs; both need at least one")
         return train, evaluation
 
