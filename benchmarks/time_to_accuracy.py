@@ -20,7 +20,8 @@ evaluation schedule and thread count; only the configuration differs:
 - ``+ <trick>`` is the baseline plus that trick alone;
 - ``recommended`` is fastft's recipe with every trick that helps (the task's quickstart,
   with its own schedule length), its peak LR from ``--lr_find`` (Smith 2017) unless
-  ``--recommended_lr`` is given.
+  ``--recommended_lr`` is given;
+- ``recommended + <trick>`` / ``recommended for 2 epochs`` change one thing of it.
 
 Time to target is training time only (``elapsed_s`` minus ``eval_runtime_s`` of the
 evaluations so far) at the first evaluation reaching ``--target``; the target is
@@ -62,6 +63,7 @@ class Bench:
     no_trainer: list[str]  # what the transformers no_trainer example does
     tricks: dict[str, list[str]]  # each added alone to no_trainer
     recommended: list[str]  # fastft's recipe, without its LR
+    variants: dict[str, list[str]]  # each added to recommended, at its LR: what one of its parts is worth
     defaults: dict[str, object]  # this task's defaults of the command-line options
 
 
@@ -89,10 +91,13 @@ IMAGE = Bench(
         "+ channels_last": ["--channels_last", "true"],
         "+ zero-init head": ["--zero_init_head", "true"],
         "+ head only then all (freeze_epochs 1)": ["--freeze_epochs", "1"],
+        "+ weight EMA": ["--model_ema", "true"],
     },
     # recipes/image/quickstart.yaml: one epoch of one-cycle
     recommended=["--optim", "adamw", "--lr_scheduler_type", "one_cycle", "--label_smoothing_factor", "0.1",
                  "--channels_last", "true", "--zero_init_head", "true", "--num_train_epochs", "1"],
+    variants={"recommended + weight EMA": ["--model_ema", "true"],
+              "recommended for 2 epochs": ["--num_train_epochs", "2"]},
     defaults={"target": 0.85, "max_train_samples": 10000, "max_eval_samples": 2000, "epochs": 2, "eval_steps": 20,
               "sweep": "1e-4,3e-4,1e-3,3e-3", "image_size": 64},
 )
@@ -117,10 +122,12 @@ TRANSLATION = Bench(
         "+ label smoothing 0.1": ["--label_smoothing_factor", "0.1"],
         "+ new weights at 10x LR (head_lr_scale 10)": ["--head_lr_scale", "10"],
         "+ frozen embeddings": ["--freeze_embeddings", "true"],
+        "+ weight EMA": ["--model_ema", "true"],
     },
     # recipes/translation/quickstart.yaml
     recommended=["--optim", "adamw", "--lr_scheduler_type", "linear", "--warmup_steps", "30",
                  "--label_smoothing_factor", "0.1", "--head_lr_scale", "10", "--freeze_embeddings", "true"],
+    variants={},
     defaults={"target": 10.0, "max_train_samples": 11200, "max_eval_samples": 500, "epochs": 2, "eval_steps": 50,
               "sweep": "1e-4,3e-4,1e-3", "image_size": None},
 )
@@ -240,20 +247,25 @@ def run_all(bench: Bench, a: argparse.Namespace, configs: list[str], common: lis
             done[tuple(argv)] = pool.submit(run_once, bench.script, argv, tmp / str(len(done)), a.threads)
         return done[tuple(argv)]
 
+    recommended = {"recommended": bench.recommended,
+                   **{name: [*bench.recommended, *flags] for name, flags in bench.variants.items()}}
     # The recommended LR's range test runs beside the sweep; it is not timed.
-    found = (None if a.recommended_lr or "recommended" not in configs else
+    found = (None if a.recommended_lr or not set(configs) & set(recommended) else
              pool.submit(lr_find, bench.script, [*common, *bench.recommended, "--seed", "0"], a.threads))
     # The baseline's LR: best final metric of a one-seed sweep (ties: the faster to target).
-    sweep = {float(x): submit(bench.no_trainer, float(x), 0) for x in a.sweep.split(",")}
+    sweep = {} if a.baseline_lr else {float(x): submit(bench.no_trainer, float(x), 0) for x in a.sweep.split(",")}
+    if a.recommended_lr:  # independent of the sweep: queued behind it, so no worker idles while it ends
+        for seed in range(a.seeds):
+            for name in (n for n in configs if n in recommended):
+                submit(recommended[name], a.recommended_lr, seed)
     for lr, future in sweep.items():
         rows = future.result()
         reached = time_to_target(rows, a.target, metric)
         sweep[lr] = (rows[-1][metric], -(reached if reached is not None else float("inf")))
-    base_lr = max(sweep, key=sweep.get)
+    base_lr = a.baseline_lr or max(sweep, key=sweep.get)
     print(f"sweep (final {metric}): {sweep}; baseline LR {base_lr:g}", flush=True)
-    plans = {name: ([*bench.no_trainer, *bench.tricks[name]], base_lr) for name in configs if name != "recommended"}
-    if "recommended" in configs:
-        plans["recommended"] = (bench.recommended, a.recommended_lr or found.result())
+    plans = {name: (recommended[name], a.recommended_lr or found.result()) if name in recommended
+             else ([*bench.no_trainer, *bench.tricks[name]], base_lr) for name in configs}
     # Seed-major order: configurations take turns, so a slow spell of the machine hits them alike.
     futures = {(name, seed): submit(extra, lr, seed) for seed in range(a.seeds) for name, (extra, lr) in plans.items()}
     results = []
@@ -281,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval_steps", type=int, help="evaluate every N optimizer steps")
     parser.add_argument("--sweep", help="baseline LRs to sweep (seed 0), comma-separated")
     parser.add_argument("--recommended_lr", type=float, default=None, help="skip lr_find and use this peak LR")
+    parser.add_argument("--baseline_lr", type=float, default=None, help="skip the sweep and use this baseline LR "
+                        "(e.g. the one an earlier run's sweep chose)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads per run")
     parser.add_argument("--workers", type=int, default=1, help="runs side by side (workers x threads <= cores)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the json, md and png")
@@ -292,10 +306,11 @@ def main(argv: list[str] | None = None) -> int:
             setattr(a, key, value)
     if a.image_size and a.task != "image":
         parser.error("--image_size is for --task image")
-    configs = [c.strip() for c in (a.configs or ",".join([*bench.tricks, "recommended"])).split(",") if c.strip()]
-    unknown = sorted(set(configs) - set(bench.tricks) - {"recommended"})
+    valid = [*bench.tricks, "recommended", *bench.variants]
+    configs = [c.strip() for c in (a.configs or ",".join(valid)).split(",") if c.strip()]
+    unknown = sorted(set(configs) - set(valid))
     if unknown:
-        parser.error(f"unknown configuration(s) {', '.join(unknown)}; valid: {', '.join([*bench.tricks, 'recommended'])}")
+        parser.error(f"unknown configuration(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
     configs = ["baseline", *[c for c in configs if c != "baseline"]]
     common = [*bench.common, *(["--image_size", str(a.image_size)] if a.image_size else []),
               "--max_train_samples", str(a.max_train_samples), "--max_eval_samples", str(a.max_eval_samples),

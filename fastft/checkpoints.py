@@ -21,8 +21,8 @@ from fastft.errors import UserError
 
 _PATTERN = re.compile(r"^checkpoint-(\d+)$")
 MARKER = "fastft_state.json"
-# Plan fields a resumed run must share with the checkpoint, or its schedule and data order diverge.
-PLAN_KEYS = ("global_batch_size", "total_steps", "scaled_learning_rate", "num_train_samples")
+# Plan fields a resumed run must share with the checkpoint, or its schedule, data order or weight average diverge.
+PLAN_KEYS = ("global_batch_size", "total_steps", "scaled_learning_rate", "num_train_samples", "model_ema_decay")
 
 
 @dataclasses.dataclass

@@ -89,6 +89,12 @@ class TrainingArguments:
     mixed_precision: Optional[Literal["no", "fp16", "bf16"]] = field(
         None, "Mixed precision; unset defers to accelerate launch / its config.")
     channels_last: bool = field(False, "Use the channels_last memory format (faster convolutions).")
+    model_ema: bool = field(False, "Keep an exponential moving average of the weights (timm ModelEmaV3); "
+                            "evaluate and save it instead of the raw weights.")
+    model_ema_decay: float = field(0.9998, "Weight EMA decay per optimizer step (its cap while model_ema_warmup "
+                                   "ramps it up).", min=0, max=1)
+    model_ema_warmup: bool = field(True, "Ramp the EMA decay up as 1 - (1 + step)^(-2/3), so a short run averages "
+                                   "recent weights rather than the initial ones.")
     eval_strategy: Literal["steps", "epoch", "no"] = field("epoch", "When to evaluate.")
     eval_steps: Optional[int] = field(None, "Evaluate every N optimizer steps (with eval_strategy: steps).", min=1)
     logging_steps: int = field(50, "Log train loss and LR every N optimizer steps.", min=1)

@@ -20,12 +20,13 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, PartialState
-from accelerate.utils import find_executable_batch_size, set_seed
+from accelerate.utils import DistributedType, find_executable_batch_size, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fastft import checkpoints, hub, reporting
 from fastft.config import TrainingArguments, parse_args, to_dict
+from fastft.ema import WeightAverage
 from fastft.errors import UserError, exit_on_user_error
 from fastft.interrupts import StopSignals
 from fastft.lr_find import run_lr_find
@@ -121,6 +122,9 @@ def _check_common(args: TrainingArguments) -> None:
                         f"got {args.checkpointing_steps!r}")
     if args.eval_strategy == "steps" and not args.eval_steps:
         raise UserError("eval_strategy 'steps' needs eval_steps (evaluate every N optimizer steps)")
+    if args.model_ema and args.model_ema_decay >= 1:
+        raise UserError(f"model_ema_decay must be below 1 (at 1 the average never moves), got {args.model_ema_decay}; "
+                        f"timm's default is 0.9998")
 
 
 def dry_run(task: Task, args: TrainingArguments) -> str:
@@ -189,6 +193,12 @@ def _make_accelerator(args: TrainingArguments) -> Accelerator:
         cpu=_launched_on_cpu_only(),
     )
     _check_world(accelerator.state)
+    kind = accelerator.distributed_type
+    sharded = kind == DistributedType.FSDP or (
+        kind == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3)
+    if args.model_ema and sharded:
+        raise UserError("model_ema averages whole weights on every process and does not work with sharded weights "
+                        "(FSDP, DeepSpeed ZeRO-3); use DDP or ZeRO-2, or turn model_ema off")
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise UserError("mixed_precision fp16 on CPU is silently ignored by accelerate; "
                         "use bf16 (slow without bf16 hardware) or no")
@@ -246,6 +256,10 @@ class Trainer:
         self.scheduler = Scheduler(self.optimizer, self.plan.schedule, self.plan.scaled_learning_rate)
         self.state = checkpoints.TrainState()
         acc.register_for_checkpointing(self.scheduler, self.state)
+        self.ema = None
+        if args.model_ema and not lr_find:
+            self.ema = WeightAverage(acc.unwrap_model(self.model), args.model_ema_decay, args.model_ema_warmup)
+            acc.register_for_checkpointing(self.ema)  # else a resumed run would average from the resumed weights
         if resume:
             loaded = checkpoints.load_checkpoint(acc, resume, self.plan.as_dict(),
                                                  explicit=bool(args.resume_from_checkpoint))
@@ -281,7 +295,7 @@ class Trainer:
         acc = self.accelerator
         self.model.eval()
         parts: dict[str, list[torch.Tensor]] = {}
-        with torch.no_grad():
+        with torch.no_grad(), self._averaged_weights():
             for batch in self.eval_loader:
                 outputs = {k: acc.pad_across_processes(v, dim=1, pad_index=IGNORE_INDEX) if v.ndim > 1 else v
                            for k, v in self.task.evaluation_step(self.model, batch).items()}
@@ -294,6 +308,10 @@ class Trainer:
         metrics["eval_loss"] = (gathered["loss"].double().sum() / items.double().sum().clamp(min=1)).item()
         metrics["eval_samples"] = len(gathered["loss"])
         return metrics
+
+    def _averaged_weights(self) -> contextlib.AbstractContextManager:
+        """With model_ema, the weight average in the model's place (evaluation, saving); else nothing."""
+        return self.ema.swapped_in(self.accelerator.unwrap_model(self.model)) if self.ema else contextlib.nullcontext()
 
     def _elapsed(self) -> float:
         return self.state.elapsed_s + time.perf_counter() - self._t0
@@ -368,6 +386,8 @@ class Trainer:
             acc.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema:
+            self.ema.update(acc.unwrap_model(self.model), self.state.step + 1)
         return loss_sum, items.to(acc.device), bool(stop)
 
     def fit(self) -> dict[str, Any]:
@@ -461,7 +481,8 @@ class Trainer:
         checkpoints.save_checkpoint(self.accelerator, self.output_dir, self.state, self.plan.as_dict(),
                                     self.args.save_total_limit, self.task.greater_is_better)
         if self.repo_id and self.args.hub_strategy == "every_save":
-            self.task.save_model(self.accelerator.unwrap_model(self.model), self.output_dir)
+            with self._averaged_weights():
+                self.task.save_model(self.accelerator.unwrap_model(self.model), self.output_dir)
             self._pushes.append(hub.push_folder(self.output_dir, self.repo_id, self.args.hub_revision,
                                                 f"Training in progress, step {self.state.step}", background=True))
 
@@ -478,6 +499,8 @@ class Trainer:
 
     def _finish(self, final: dict[str, Any]) -> None:
         acc = self.accelerator
+        if self.ema:  # training is over: the model keeps the average, as evaluated
+            self.ema.copy_to(acc.unwrap_model(self.model))
         acc.wait_for_everyone()
         if acc.is_main_process:
             self.task.save_model(acc.unwrap_model(self.model), self.output_dir)

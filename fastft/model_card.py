@@ -34,6 +34,8 @@ TRICKS: list[tuple[Callable[[dict], bool], str, str]] = [
      "[Howard & Ruder 2018](https://arxiv.org/abs/1801.06146)"),
     (lambda r: r.get("layer_decay") is not None, "layer-wise LR decay",
      "[Clark et al. 2020](https://arxiv.org/abs/2003.10555)"),
+    (lambda r: bool(r.get("model_ema")), "exponential moving average of the weights (the model saved here)",
+     "[Polyak & Juditsky 1992](https://doi.org/10.1137/0330046)"),
     (lambda r: bool(r.get("channels_last")), "channels_last memory format", ""),
     (lambda r: r.get("mixed_precision") in ("fp16", "bf16"), "mixed precision",
      "[Micikevicius et al. 2018](https://arxiv.org/abs/1710.03740)"),

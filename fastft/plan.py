@@ -30,6 +30,8 @@ class TrainPlan:
     reference_batch_size: int | None
     scaled_learning_rate: float
     schedule: Schedule
+    model_ema_decay: float | None = None  # None: no weight averaging
+    model_ema_warmup: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -62,6 +64,9 @@ class TrainPlan:
             lines.append(f"momentum/beta1 cycled:      {s.momentum(0):g} -> "
                          f"{min(s.momentum(t) for t in range(0, self.total_steps, max(1, self.total_steps // 200)))}"
                          f" at the LR peak")
+        if self.model_ema_decay is not None:
+            ramp = " (ramped up as 1 - (1 + step)^(-2/3))" if self.model_ema_warmup else ""
+            lines.append(f"weight EMA (evaluated, saved): decay {self.model_ema_decay:g}{ramp}")
         return "\n".join(lines)
 
 
@@ -117,4 +122,5 @@ def make_plan(args: TrainingArguments, num_train_samples: int, num_processes: in
         total_steps=total, num_epochs=total / steps_per_epoch, warmup_steps=warmup,
         learning_rate=args.learning_rate, reference_batch_size=args.reference_batch_size,
         scaled_learning_rate=scaled, schedule=schedule,
+        model_ema_decay=args.model_ema_decay if args.model_ema else None, model_ema_warmup=args.model_ema_warmup,
     )

@@ -61,7 +61,8 @@ def test_every_benchmark_configuration_is_a_valid_recipe(task, capsys):
 
     bench = tta.BENCHES[task]
     task_cls, args_cls = {"image": (ImageTask, ImageArguments), "translation": (TranslationTask, TranslationArguments)}[task]
-    for extra in [bench.no_trainer + flags for flags in bench.tricks.values()] + [bench.recommended]:
+    variants = [bench.recommended + flags for flags in bench.variants.values()]
+    for extra in [bench.no_trainer + flags for flags in bench.tricks.values()] + [bench.recommended, *variants]:
         argv = [*bench.common, *extra, "--learning_rate", "1e-3", "--num_train_epochs", "1", "--eval_steps", "5",
                 "--max_train_samples", "1024", "--output_dir", "unused", "--dry_run"]
         assert main(task_cls, args_cls, argv) is None, extra

@@ -170,6 +170,22 @@ def test_tiny_marian_learns_the_toy_language_and_reloads(tmp_path, toy_data, tin
     assert tokenizer.decode(ids[0], skip_special_tokens=True) == "rouge chat voit bleu chien"
 
 
+def test_weight_average_of_tied_embeddings_is_saved_and_reloads_tied(tmp_path, toy_data, tiny_marian):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSeq2SeqLM
+
+    out = tmp_path / "run"
+    run(toy_argv(out, toy_data, tiny_marian, "--model_ema", "true", "--model_ema_decay", "0.9",
+                 "--max_steps", "20", "--checkpointing_steps", "20", "--eval_strategy", "no"))
+    checkpoint = out / "checkpoint-20"
+    average = torch.load(checkpoint / "custom_checkpoint_2.pkl", weights_only=True)
+    saved = load_file(out / "model.safetensors")
+    assert saved and all(torch.equal(v, average[k]) for k, v in saved.items())
+    assert not all(torch.equal(v, load_file(checkpoint / "model.safetensors")[k]) for k, v in saved.items())
+    model = AutoModelForSeq2SeqLM.from_pretrained(out)
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
 def test_accumulation_matches_one_larger_batch_per_target_token(tmp_path, toy_data, tiny_marian):
     # 43 pairs of 1-6 words give micro-batches with different token counts and a short last batch of 3:
     # a per-micro-batch mean would weight their tokens differently from one batch of 8 (SGD keeps it exact).
