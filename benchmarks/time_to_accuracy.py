@@ -97,7 +97,8 @@ IMAGE = Bench(
     recommended=["--optim", "adamw", "--lr_scheduler_type", "one_cycle", "--label_smoothing_factor", "0.1",
                  "--channels_last", "true", "--zero_init_head", "true", "--num_train_epochs", "1"],
     variants={"recommended + weight EMA": ["--model_ema", "true"],
-              "recommended for 2 epochs": ["--num_train_epochs", "2"]},
+              "recommended for 2 epochs": ["--num_train_epochs", "2"],
+              "recommended + weight EMA for 2 epochs": ["--model_ema", "true", "--num_train_epochs", "2"]},
     defaults={"target": 0.85, "max_train_samples": 10000, "max_eval_samples": 2000, "epochs": 2, "eval_steps": 20,
               "sweep": "1e-4,3e-4,1e-3,3e-3", "image_size": 64},
 )

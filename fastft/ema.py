@@ -15,7 +15,10 @@ from timm.utils.model_ema import ModelEmaV3
 
 
 class WeightAverage:
-    """EMA of a model's parameters and floating-point buffers (BatchNorm statistics).
+    """EMA of a model's parameters and floating-point buffers (BatchNorm statistics), kept in float32.
+
+    A bf16 or fp16 average would not move: (1 - decay) x (weights - average) is below their
+    resolution at usual decays, so the average lives in float32 whatever the model's dtype.
 
     With ``warmup`` the decay at optimizer step t is min(decay, 1 - (1 + t)^(-2/3)), so in a
     run of a few hundred steps the average follows the weights instead of staying near the
@@ -23,7 +26,7 @@ class WeightAverage:
     """
 
     def __init__(self, model: torch.nn.Module, decay: float, warmup: bool):
-        self.ema = ModelEmaV3(model, decay=decay, use_warmup=warmup)
+        self.ema = ModelEmaV3(model, decay=decay, use_warmup=warmup, dtype=torch.float32)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
@@ -38,7 +41,7 @@ class WeightAverage:
                                 itertools.chain(model.parameters(), model.buffers())):
             if mine.is_floating_point():
                 averaged.append(mine)
-                live.append(theirs.detach())
+                live.append(theirs.detach().to(mine.dtype))
             else:  # counters such as BatchNorm's num_batches_tracked
                 mine.copy_(theirs)
         torch._foreach_lerp_(averaged, live, 1.0 - self.ema.get_decay(step))

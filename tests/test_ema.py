@@ -58,6 +58,19 @@ def test_a_tied_weight_is_averaged_once_a_step():
     assert average.state_dict()["out.weight"].item() == pytest.approx(0.5)  # timm's own update gives 0.75
 
 
+def test_a_bf16_model_is_averaged_in_float32():
+    model = torch.nn.Linear(1, 1, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    average = WeightAverage(model, decay=0.999, warmup=False)
+    with torch.no_grad():
+        model.weight.fill_(1.5)
+    average.update(model, step=2)
+    assert average.state_dict()["weight"].item() == pytest.approx(1.0005)  # in bf16 it would stay 1.0
+    average.copy_to(model)
+    assert model.weight.dtype == torch.bfloat16
+
+
 def test_without_warmup_a_short_run_stays_near_the_start():
     model = torch.nn.Linear(2, 1, bias=False)
     with torch.no_grad():
