@@ -255,7 +255,7 @@ def run_all(bench: Bench, a: argparse.Namespace, configs: list[str], common: lis
              pool.submit(lr_find, bench.script, [*common, *bench.recommended, "--seed", "0"], a.threads))
     # The baseline's LR: best final metric of a one-seed sweep (ties: the faster to target).
     sweep = {} if a.baseline_lr else {float(x): submit(bench.no_trainer, float(x), 0) for x in a.sweep.split(",")}
-    if a.recommended_lr:  # independent of the sweep: queued behind it, so no worker idles while it ends
+    if a.recommended_lr and sweep:  # independent of the sweep: queued behind it, so no worker idles while it ends
         for seed in range(a.seeds):
             for name in (n for n in configs if n in recommended):
                 submit(recommended[name], a.recommended_lr, seed)
