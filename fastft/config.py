@@ -93,7 +93,7 @@ class TrainingArguments:
                             "evaluate and save it instead of the raw weights.")
     model_ema_decay: float = field(0.9998, "Weight EMA decay per optimizer step (its cap while model_ema_warmup "
                                    "ramps it up).", min=0, max=1)
-    model_ema_warmup: bool = field(True, "Ramp the EMA decay up as 1 - (1 + step)^(-2/3), so a short run averages "
+    model_ema_warmup: bool = field(True, "Ramp the EMA decay up as 1 - step^(-2/3), so a short run averages "
                                    "recent weights rather than the initial ones.")
     eval_strategy: Literal["steps", "epoch", "no"] = field("epoch", "When to evaluate.")
     eval_steps: Optional[int] = field(None, "Evaluate every N optimizer steps (with eval_strategy: steps).", min=1)

@@ -20,7 +20,7 @@ class WeightAverage:
     A bf16 or fp16 average would not move: (1 - decay) x (weights - average) is below their
     resolution at usual decays, so the average lives in float32 whatever the model's dtype.
 
-    With ``warmup`` the decay at optimizer step t is min(decay, 1 - (1 + t)^(-2/3)), so in a
+    With ``warmup`` the decay at optimizer step t (from 1) is min(decay, 1 - t^(-2/3)), so in a
     run of a few hundred steps the average follows the weights instead of staying near the
     pretrained ones (timm's ``--model-ema-warmup``).
     """

@@ -65,7 +65,7 @@ class TrainPlan:
                          f"{min(s.momentum(t) for t in range(0, self.total_steps, max(1, self.total_steps // 200)))}"
                          f" at the LR peak")
         if self.model_ema_decay is not None:
-            ramp = " (ramped up as 1 - (1 + step)^(-2/3))" if self.model_ema_warmup else ""
+            ramp = " (ramped up as 1 - step^(-2/3))" if self.model_ema_warmup else ""
             lines.append(f"weight EMA (evaluated, saved): decay {self.model_ema_decay:g}{ramp}")
         return "\n".join(lines)
 
