@@ -26,44 +26,41 @@ class WeightAverage:
     """
 
     def __init__(self, model: torch.nn.Module, decay: float, warmup: bool):
-        self.ema = ModelEmaV3(model, decay=decay, use_warmup=warmup, dtype=torch.float32)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        """Fold in the weights after optimizer step ``step`` (1-based).
+        """Average ``model`` (the live, unwrapped one): its tensors are paired with the copy's once, here.
 
         ModelEmaV3.update walks ``state_dict()``, which lists a tied tensor once per name (a
-        seq2seq model's embeddings and output layer), so its update would be applied two or
-        three times a step; ``parameters()`` and ``buffers()`` list each tensor once.
+        seq2seq model's embeddings and output layer), so its update would be applied two or three
+        times a step; ``parameters()`` and ``buffers()`` list each tensor once.
         """
-        averaged, live = [], []
-        for mine, theirs in zip(itertools.chain(self.ema.module.parameters(), self.ema.module.buffers()),
-                                itertools.chain(model.parameters(), model.buffers())):
-            if mine.is_floating_point():
-                averaged.append(mine)
-                live.append(theirs.detach().to(mine.dtype))
-            else:  # counters such as BatchNorm's num_batches_tracked
-                mine.copy_(theirs)
-        torch._foreach_lerp_(averaged, live, 1.0 - self.ema.get_decay(step))
+        self.model = model
+        self.ema = ModelEmaV3(model, decay=decay, use_warmup=warmup, dtype=torch.float32)
+        pairs = list(zip(itertools.chain(self.ema.module.parameters(), self.ema.module.buffers()),
+                         itertools.chain(model.parameters(), model.buffers())))
+        self._floats = [(mine, theirs.detach()) for mine, theirs in pairs if mine.is_floating_point()]
+        self._counters = [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()]
 
     @torch.no_grad()
-    def copy_to(self, model: torch.nn.Module) -> None:
+    def update(self, step: int) -> None:
+        """Fold in the model's weights after optimizer step ``step`` (1-based)."""
+        for mine, theirs in self._counters:  # such as BatchNorm's num_batches_tracked
+            mine.copy_(theirs)
+        averaged = [mine for mine, _ in self._floats]
+        live = [theirs.to(mine.dtype) for mine, theirs in self._floats]  # no copy unless the model is bf16/fp16
+        torch._foreach_lerp_(averaged, live, 1.0 - self.ema.get_decay(step))
+
+    def copy_to(self) -> None:
         """Overwrite the model's weights with the average (before saving the final model)."""
-        for live, average in zip(model.state_dict().values(), self.ema.module.state_dict().values()):
-            live.copy_(average)
+        self.model.load_state_dict(self.ema.module.state_dict())
 
     @contextlib.contextmanager
-    def swapped_in(self, model: torch.nn.Module) -> Iterator[None]:
+    def swapped_in(self) -> Iterator[None]:
         """The average in the model's place for the duration; the training weights come back after."""
-        with torch.no_grad():
-            saved = [v.detach().clone() for v in model.state_dict().values()]
-        self.copy_to(model)
+        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.copy_to()
         try:
             yield
         finally:
-            with torch.no_grad():
-                for live, kept in zip(model.state_dict().values(), saved):
-                    live.copy_(kept)
+            self.model.load_state_dict(saved)
 
     # accelerate.register_for_checkpointing: a resumed run goes on from the saved average.
     def state_dict(self) -> dict[str, Any]:

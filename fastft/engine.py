@@ -311,7 +311,7 @@ class Trainer:
 
     def _averaged_weights(self) -> contextlib.AbstractContextManager:
         """With model_ema, the weight average in the model's place (evaluation, saving); else nothing."""
-        return self.ema.swapped_in(self.accelerator.unwrap_model(self.model)) if self.ema else contextlib.nullcontext()
+        return self.ema.swapped_in() if self.ema else contextlib.nullcontext()
 
     def _elapsed(self) -> float:
         return self.state.elapsed_s + time.perf_counter() - self._t0
@@ -387,7 +387,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema:
-            self.ema.update(acc.unwrap_model(self.model), self.state.step + 1)
+            self.ema.update(self.state.step + 1)
         return loss_sum, items.to(acc.device), bool(stop)
 
     def fit(self) -> dict[str, Any]:
@@ -500,7 +500,7 @@ class Trainer:
     def _finish(self, final: dict[str, Any]) -> None:
         acc = self.accelerator
         if self.ema:  # training is over: the model keeps the average, as evaluated
-            self.ema.copy_to(acc.unwrap_model(self.model))
+            self.ema.copy_to()
         acc.wait_for_everyone()
         if acc.is_main_process:
             self.task.save_model(acc.unwrap_model(self.model), self.output_dir)

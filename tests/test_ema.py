@@ -32,7 +32,7 @@ def test_average_follows_the_warmup_decay_by_hand():
     for step in (1, 2, 3):
         with torch.no_grad():
             model.weight.fill_(float(step))
-        average.update(model, step)
+        average.update(step)
         seen.append(average.state_dict()["weight"][0, 0].item())
     # decay(step) = min(0.5, 1 - step'^(-2/3)) with step' = step - 1: 0 (copy), 1 - 2^(-2/3) = 0.37, then 0.5
     d2 = 1 - 2 ** (-2 / 3)
@@ -54,7 +54,7 @@ def test_a_tied_weight_is_averaged_once_a_step():
     average = WeightAverage(model, decay=0.5, warmup=False)
     with torch.no_grad():
         model.embed.weight.fill_(1.0)
-    average.update(model, step=2)
+    average.update(step=2)
     assert average.state_dict()["out.weight"].item() == pytest.approx(0.5)  # timm's own update gives 0.75
 
 
@@ -65,9 +65,9 @@ def test_a_bf16_model_is_averaged_in_float32():
     average = WeightAverage(model, decay=0.999, warmup=False)
     with torch.no_grad():
         model.weight.fill_(1.5)
-    average.update(model, step=2)
+    average.update(step=2)
     assert average.state_dict()["weight"].item() == pytest.approx(1.0005)  # in bf16 it would stay 1.0
-    average.copy_to(model)
+    average.copy_to()
     assert model.weight.dtype == torch.bfloat16
 
 
@@ -79,7 +79,7 @@ def test_without_warmup_a_short_run_stays_near_the_start():
     with torch.no_grad():
         model.weight.fill_(1.0)
     for step in range(1, 11):
-        average.update(model, step)
+        average.update(step)
     # step 1 copies (decay 0), then nine steps at 0.9 toward the same weights: stays exactly 1
     assert average.state_dict()["weight"][0, 0].item() == pytest.approx(1.0)
 
@@ -95,11 +95,11 @@ def test_swapping_in_restores_the_training_weights_and_averages_batchnorm_statis
         for p in model.parameters():
             p.add_(1.0)
     trained = {k: v.clone() for k, v in model.state_dict().items()}
-    average.update(model, step=5)
+    average.update(step=5)
     bn = next(k for k in trained if k.endswith("running_mean"))
     expected = 0.9 * before[bn] + 0.1 * trained[bn]
     with pytest.raises(RuntimeError, match="inside"):
-        with average.swapped_in(model):
+        with average.swapped_in():
             assert torch.allclose(model.state_dict()[bn], expected)
             raise RuntimeError("inside")
     assert all(torch.equal(model.state_dict()[k], trained[k]) for k in trained)  # back, even after an error
