@@ -465,14 +465,21 @@ class Trainer:
                 if stop:
                     self._stop_on_signal(saved=bool(every and state.step % every == 0))
                 if state.step >= plan.total_steps:
+                    if state.batches_in_epoch >= plan.batches_per_epoch:  # else the last epoch would get no checkpoint
+                        metrics = self._end_epoch() or metrics
                     break
             else:  # the epoch ran to its end
-                state.epoch += 1
-                state.batches_in_epoch = 0
-                if args.eval_strategy == "epoch":
-                    metrics = self._on_eval(float(state.epoch))
-                if args.checkpointing_steps == "epoch":
-                    self._checkpoint()
+                metrics = self._end_epoch() or metrics
+        return metrics
+
+    def _end_epoch(self) -> Optional[dict[str, float]]:
+        """Per-epoch evaluation and checkpoint; returns the metrics when it evaluated."""
+        state, args = self.state, self.args
+        state.epoch += 1
+        state.batches_in_epoch = 0
+        metrics = self._on_eval(float(state.epoch)) if args.eval_strategy == "epoch" else None
+        if args.checkpointing_steps == "epoch":
+            self._checkpoint()
         return metrics
 
     def _checkpoint(self) -> None:

@@ -86,6 +86,21 @@ def test_resume_from_checkpoint_is_bit_exact(tmp_path, tiny_images, tiny_model):
     assert steps == list(range(1, 13))  # the log was cut back to the checkpoint, no step twice
 
 
+def test_epoch_checkpoints_include_the_last_epoch(tmp_path, tiny_images, tiny_model):
+    out = tmp_path / "run"
+    final = run(image_argv(out, tiny_images, tiny_model, "--checkpointing_steps", "epoch", "--save_total_limit", "5"))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
+    last = json.loads((out / "checkpoint-12" / "fastft_state.json").read_text())
+    assert (last["step"], last["epoch"], last["batches_in_epoch"]) == (12, 2, 0)
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["step"], row["epoch"]) for row in evals] == [(6, 1.0), (12, 2.0)]  # the last one not repeated
+    # Resuming the finished checkpoint trains nothing more and ends where the run ended.
+    for name in ("metrics.json", "model.safetensors"):
+        (out / name).unlink()
+    again = run(image_argv(out, tiny_images, tiny_model, "--checkpointing_steps", "epoch", "--save_total_limit", "5"))
+    assert again["total_steps"] == 12 and again["eval_accuracy"] == final["eval_accuracy"]
+
+
 def test_incomplete_checkpoint_is_skipped(tmp_path, tiny_images, tiny_model):
     out = tmp_path / "run"
     run(image_argv(out, tiny_images, tiny_model, "--checkpointing_steps", "4", "--max_steps", "8"))
