@@ -36,7 +36,8 @@ class WeightAverage:
         self.ema = ModelEmaV3(model, decay=decay, use_warmup=warmup, dtype=torch.float32)
         pairs = list(zip(itertools.chain(self.ema.module.parameters(), self.ema.module.buffers()),
                          itertools.chain(model.parameters(), model.buffers())))
-        self._floats = [(mine, theirs.detach()) for mine, theirs in pairs if mine.is_floating_point()]
+        self._averaged = [mine for mine, _ in pairs if mine.is_floating_point()]
+        self._live = [theirs.detach() for mine, theirs in pairs if mine.is_floating_point()]
         self._counters = [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()]
 
     @torch.no_grad()
@@ -44,9 +45,8 @@ class WeightAverage:
         """Fold in the model's weights after optimizer step ``step`` (1-based)."""
         for mine, theirs in self._counters:  # such as BatchNorm's num_batches_tracked
             mine.copy_(theirs)
-        averaged = [mine for mine, _ in self._floats]
-        live = [theirs.to(mine.dtype) for mine, theirs in self._floats]  # no copy unless the model is bf16/fp16
-        torch._foreach_lerp_(averaged, live, 1.0 - self.ema.get_decay(step))
+        live = [theirs.float() for theirs in self._live]  # the same tensors unless the model is bf16/fp16
+        torch._foreach_lerp_(self._averaged, live, 1.0 - self.ema.get_decay(step))
 
     def copy_to(self) -> None:
         """Overwrite the model's weights with the average (before saving the final model)."""

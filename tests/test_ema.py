@@ -34,7 +34,7 @@ def test_average_follows_the_warmup_decay_by_hand():
             model.weight.fill_(float(step))
         average.update(step)
         seen.append(average.state_dict()["weight"][0, 0].item())
-    # decay(step) = min(0.5, 1 - step'^(-2/3)) with step' = step - 1: 0 (copy), 1 - 2^(-2/3) = 0.37, then 0.5
+    # decay(step) = min(0.5, 1 - step^(-2/3)): 0 at step 1 (a copy), 1 - 2^(-2/3) = 0.37 at step 2, then 0.5
     d2 = 1 - 2 ** (-2 / 3)
     after2 = d2 * 1 + (1 - d2) * 2
     assert seen == pytest.approx([1.0, after2, 0.5 * after2 + 0.5 * 3])
