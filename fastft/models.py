@@ -113,13 +113,16 @@ def _create_transformers(name: str, label_names: list[str], pretrained: bool,
 
     labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
               "label2id": {n: i for i, n in enumerate(label_names)}}
+    # dtype: transformers 5 loads a checkpoint in its saved dtype; training keeps float32 master weights.
     if pretrained:
         old = AutoConfig.from_pretrained(name).num_labels
-        model = AutoModelForImageClassification.from_pretrained(name, ignore_mismatched_sizes=True, **labels)
+        model = AutoModelForImageClassification.from_pretrained(name, ignore_mismatched_sizes=True,
+                                                                dtype=torch.float32, **labels)
         if zero_init_head and old != len(label_names):
             _zero_(model.classifier)
     else:
-        model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(name, **labels))
+        model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(name, **labels),
+                                                            dtype=torch.float32)
     processor = AutoImageProcessor.from_pretrained(name)
     size = processor.size  # a dict or a SizeDict, by transformers version
     get = size.get if isinstance(size, dict) else (lambda key: getattr(size, key, None))

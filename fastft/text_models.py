@@ -10,6 +10,7 @@ import dataclasses
 import warnings
 from typing import Any
 
+import torch
 from torch import nn
 
 from fastft import text_assets
@@ -57,13 +58,25 @@ def _drop_pooler(encoder: nn.Module | None) -> None:
         encoder.pooler = None
 
 
-def _warm_start(encoder_name: str, decoder_name: str, tokenizer: Any) -> tuple[nn.Module, set[str]]:
-    """EncoderDecoderModel from two pretrained checkpoints (Rothe et al. 2020); the new weights' names."""
-    from transformers import AutoModel, AutoModelForCausalLM, EncoderDecoderModel
+def _warm_start(encoder_name: str, decoder_name: str, tokenizer: Any, pretrained: bool) -> tuple[nn.Module, set[str]]:
+    """EncoderDecoderModel from two pretrained checkpoints (Rothe et al. 2020); the new weights' names.
 
-    encoder = _load("encoder_name_or_path", encoder_name, AutoModel.from_pretrained)
-    decoder, info = _load("decoder_name_or_path", decoder_name, AutoModelForCausalLM.from_pretrained,
-                          is_decoder=True, add_cross_attention=True, output_loading_info=True)
+    Without ``pretrained`` only the two configs are read: the same architecture with random weights.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, EncoderDecoderModel
+
+    as_decoder = {"is_decoder": True, "add_cross_attention": True}
+    # dtype: transformers 5 loads a checkpoint in its saved dtype; training keeps float32 master weights
+    # (accelerate's mixed precision autocasts), since bf16 weights lose updates below their resolution.
+    if pretrained:
+        encoder = _load("encoder_name_or_path", encoder_name, AutoModel.from_pretrained, dtype=torch.float32)
+        decoder, info = _load("decoder_name_or_path", decoder_name, AutoModelForCausalLM.from_pretrained,
+                              **as_decoder, output_loading_info=True, dtype=torch.float32)
+    else:
+        encoder = AutoModel.from_config(_load("encoder_name_or_path", encoder_name, AutoConfig.from_pretrained),
+                                        dtype=torch.float32)
+        decoder = AutoModelForCausalLM.from_config(
+            _load("decoder_name_or_path", decoder_name, AutoConfig.from_pretrained, **as_decoder), dtype=torch.float32)
     _drop_pooler(encoder)
     if len(tokenizer) > decoder.config.vocab_size:
         raise UserError(f"the tokenizer has {len(tokenizer)} tokens, the decoder {decoder_name} only "
@@ -79,6 +92,8 @@ def _warm_start(encoder_name: str, decoder_name: str, tokenizer: Any) -> tuple[n
     for config in (model.config, model.generation_config):
         config.decoder_start_token_id, config.eos_token_id, config.pad_token_id = start, eos, pad
     model.config.vocab_size = decoder.config.vocab_size
+    if not pretrained:
+        return model, _scratch(model)
     new = {f"decoder.{key}" for key in info["missing_keys"]}
     print(f"warm start: encoder {encoder_name}, decoder {decoder_name}; {len(new)} decoder tensors "
           f"initialised anew (cross-attention, LM-head transform)", flush=True)
@@ -111,18 +126,29 @@ def _set_language_codes(model: nn.Module, tokenizer: Any, source_code: str | Non
         model.config.decoder_start_token_id = model.generation_config.decoder_start_token_id = code_id
 
 
-def _from_scratch(model: nn.Module) -> tuple[nn.Module, set[str]]:
-    """The same architecture and special-token setup with random weights, all of them new."""
-    fresh = type(model)(model.config)
-    fresh.generation_config = model.generation_config
-    _drop_pooler(getattr(fresh, "encoder", None))
+def _scratch(model: nn.Module) -> set[str]:
+    """Every weight's name: all of them are new."""
     print(f"from scratch: {type(model).__name__} with random weights (pretrained: false)", flush=True)
-    return fresh, {name for name, _ in fresh.named_parameters()}
+    return {name for name, _ in model.named_parameters()}
+
+
+def _checkpoint(name: str, config: Any, pretrained: bool) -> tuple[nn.Module, set[str]]:
+    """A seq2seq checkpoint's model; without ``pretrained`` its architecture only, weights never downloaded."""
+    from transformers import AutoModelForSeq2SeqLM, GenerationConfig
+
+    if pretrained:
+        return _load("model_name_or_path", name, AutoModelForSeq2SeqLM.from_pretrained, dtype=torch.float32), set()
+    model = AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32)
+    try:  # the checkpoint's decoding defaults (forced tokens, bad words), as from_pretrained would set them
+        model.generation_config = _quietly(GenerationConfig.from_pretrained, resolve(name))
+    except OSError:  # no generation_config.json: the defaults from_config derived from the config stand
+        pass
+    return model, _scratch(model)
 
 
 def load_seq2seq(task_args: Any) -> LoadedSeq2Seq:
     """Model and tokenizer for TranslationArguments (pretrained checkpoint or warm start)."""
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     a = task_args
     name = a.model_name_or_path or a.encoder_name_or_path
@@ -137,13 +163,11 @@ def load_seq2seq(task_args: Any) -> LoadedSeq2Seq:
         if not getattr(config, "is_encoder_decoder", False):
             raise UserError(f"model_name_or_path {name} is a {config.model_type}, not an encoder-decoder; "
                             f"warm-start one from it with encoder_name_or_path and decoder_name_or_path")
-        model = _load("model_name_or_path", name, AutoModelForSeq2SeqLM.from_pretrained)
-        tok, new = tokenizer(), set()
+        model, new = _checkpoint(name, config, a.pretrained)
+        tok = tokenizer()
     else:
         tok = tokenizer()
-        model, new = _warm_start(a.encoder_name_or_path, a.decoder_name_or_path, tok)
-    if not a.pretrained:
-        model, new = _from_scratch(model)
+        model, new = _warm_start(a.encoder_name_or_path, a.decoder_name_or_path, tok, a.pretrained)
     _set_language_codes(model, tok, a.source_lang_code, a.target_lang_code, name)
     if model.config.decoder_start_token_id is None:
         raise UserError(f"{name} sets no decoder_start_token_id (decoding cannot start); for mBART set "

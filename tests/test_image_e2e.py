@@ -211,6 +211,21 @@ def test_transformers_image_classifier_trains_and_reloads(tmp_path, tiny_images,
     assert model.config.id2label[logits.argmax().item()] == "green"
 
 
+def test_a_half_precision_transformers_checkpoint_loads_in_float32(tmp_path, tiny_vit):
+    """transformers 5 loads the saved dtype; training needs float32 master weights (accelerate does the autocast)."""
+    from transformers import AutoModelForImageClassification
+
+    from fastft.models import create_image_classifier
+
+    half = tmp_path / "vit_bf16"
+    shutil.copytree(tiny_vit, half, ignore=shutil.ignore_patterns("*.safetensors"))
+    AutoModelForImageClassification.from_pretrained(tiny_vit).to(torch.bfloat16).save_pretrained(half)
+    assert AutoModelForImageClassification.from_pretrained(half).dtype == torch.bfloat16
+    for pretrained in (True, False):
+        model, _ = create_image_classifier(str(half), ["a", "b", "c"], pretrained=pretrained)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}, pretrained
+
+
 def test_layer_decay_on_a_transformers_model_is_refused_clearly(tmp_path, tiny_images, tiny_vit, capsys):
     with pytest.raises(SystemExit):
         run(image_argv(tmp_path / "x", tiny_images, tiny_vit, "--layer_decay", "0.7"))

@@ -277,6 +277,49 @@ def test_from_scratch_is_the_same_architecture_and_token_setup_with_random_weigh
         assert ids[:3] == ids[3:] == [2, 3, 0], config
 
 
+def _copy_without_weights(folder, to):
+    import shutil
+
+    shutil.copytree(folder, to, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    return to
+
+
+def test_from_scratch_reads_no_weights(tmp_path, tiny_bert, tiny_marian):
+    """pretrained: false needs only the configs: a Hub checkpoint's weights are never downloaded to be discarded."""
+    from fastft.errors import UserError
+    from fastft.text_models import load_seq2seq
+
+    bert = _copy_without_weights(tiny_bert, tmp_path / "bert")
+    marian = _copy_without_weights(tiny_marian, tmp_path / "marian")
+    for names in ({"encoder_name_or_path": str(bert), "decoder_name_or_path": str(bert)},
+                  {"model_name_or_path": str(marian)}):
+        scratch = load_seq2seq(TranslationArguments(**names, pretrained=False))
+        assert scratch.new_parameters == {name for name, _ in scratch.model.named_parameters()}
+        with pytest.raises(UserError, match="could not load"):  # the weights really are not there
+            load_seq2seq(TranslationArguments(**names))
+    # the checkpoint's decoding defaults still apply to the model trained from scratch
+    assert scratch.model.generation_config.decoder_start_token_id == 0
+
+
+def test_half_precision_checkpoints_load_in_float32(tmp_path, tiny_bert, tiny_marian):
+    """transformers 5 loads a checkpoint in its saved dtype; training needs float32 master weights (mixed
+    precision comes from accelerate), else bf16 updates below the weights' resolution are lost."""
+    from transformers import AutoModel, AutoModelForSeq2SeqLM
+
+    from fastft.text_models import load_seq2seq
+
+    half = {}
+    for name, folder, auto in (("bert", tiny_bert, AutoModel), ("marian", tiny_marian, AutoModelForSeq2SeqLM)):
+        half[name] = _copy_without_weights(folder, tmp_path / name)
+        auto.from_pretrained(folder).to(torch.bfloat16).save_pretrained(half[name])
+        assert auto.from_pretrained(half[name]).dtype == torch.bfloat16  # what a plain load would train in
+    for pretrained in (True, False):
+        for names in ({"encoder_name_or_path": str(half["bert"]), "decoder_name_or_path": str(half["bert"])},
+                      {"model_name_or_path": str(half["marian"])}):
+            model = load_seq2seq(TranslationArguments(**names, pretrained=pretrained)).model
+            assert {p.dtype for p in model.parameters()} == {torch.float32}, (names, pretrained)
+
+
 def test_frozen_embeddings_stay_put_while_the_rest_trains(tmp_path, toy_data, tiny_bert, capsys):
     """The quickstart's speed-ups: fixed embeddings (and tied output layer), a higher LR for new weights."""
     out = tmp_path / "frozen_embeddings"
