@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shutil
 import struct
 
 import pytest
@@ -278,8 +279,6 @@ def test_from_scratch_is_the_same_architecture_and_token_setup_with_random_weigh
 
 
 def _copy_without_weights(folder, to):
-    import shutil
-
     shutil.copytree(folder, to, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
     return to
 
