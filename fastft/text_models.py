@@ -58,25 +58,32 @@ def _drop_pooler(encoder: nn.Module | None) -> None:
         encoder.pooler = None
 
 
+def _model(what: str, name: str, auto: Any, pretrained: bool, **config: Any) -> tuple[nn.Module, list[str]]:
+    """``auto``'s model for ``name`` in float32, and the names of the weights the checkpoint lacked.
+
+    transformers 5 keeps a checkpoint's saved dtype; training keeps float32 master weights (accelerate's
+    mixed precision autocasts), since bf16 weights lose updates below their resolution. Without
+    ``pretrained`` only the config is read: no weights are downloaded to be discarded, all are new.
+    """
+    from transformers import AutoConfig
+
+    if pretrained:
+        model, info = _load(what, name, auto.from_pretrained, **config, output_loading_info=True, dtype=torch.float32)
+        return model, info["missing_keys"]
+    model = auto.from_config(_load(what, name, AutoConfig.from_pretrained, **config), dtype=torch.float32)
+    return model, [key for key, _ in model.named_parameters()]
+
+
 def _warm_start(encoder_name: str, decoder_name: str, tokenizer: Any, pretrained: bool) -> tuple[nn.Module, set[str]]:
     """EncoderDecoderModel from two pretrained checkpoints (Rothe et al. 2020); the new weights' names.
 
     Without ``pretrained`` only the two configs are read: the same architecture with random weights.
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, EncoderDecoderModel
+    from transformers import AutoModel, AutoModelForCausalLM, EncoderDecoderModel
 
-    as_decoder = {"is_decoder": True, "add_cross_attention": True}
-    # dtype: transformers 5 loads a checkpoint in its saved dtype; training keeps float32 master weights
-    # (accelerate's mixed precision autocasts), since bf16 weights lose updates below their resolution.
-    if pretrained:
-        encoder = _load("encoder_name_or_path", encoder_name, AutoModel.from_pretrained, dtype=torch.float32)
-        decoder, info = _load("decoder_name_or_path", decoder_name, AutoModelForCausalLM.from_pretrained,
-                              **as_decoder, output_loading_info=True, dtype=torch.float32)
-    else:
-        encoder = AutoModel.from_config(_load("encoder_name_or_path", encoder_name, AutoConfig.from_pretrained),
-                                        dtype=torch.float32)
-        decoder = AutoModelForCausalLM.from_config(
-            _load("decoder_name_or_path", decoder_name, AutoConfig.from_pretrained, **as_decoder), dtype=torch.float32)
+    encoder, _ = _model("encoder_name_or_path", encoder_name, AutoModel, pretrained)
+    decoder, missing = _model("decoder_name_or_path", decoder_name, AutoModelForCausalLM, pretrained,
+                              is_decoder=True, add_cross_attention=True)
     _drop_pooler(encoder)
     if len(tokenizer) > decoder.config.vocab_size:
         raise UserError(f"the tokenizer has {len(tokenizer)} tokens, the decoder {decoder_name} only "
@@ -94,7 +101,7 @@ def _warm_start(encoder_name: str, decoder_name: str, tokenizer: Any, pretrained
     model.config.vocab_size = decoder.config.vocab_size
     if not pretrained:
         return model, _scratch(model)
-    new = {f"decoder.{key}" for key in info["missing_keys"]}
+    new = {f"decoder.{key}" for key in missing}
     print(f"warm start: encoder {encoder_name}, decoder {decoder_name}; {len(new)} decoder tensors "
           f"initialised anew (cross-attention, LM-head transform)", flush=True)
     return model, new
@@ -132,13 +139,13 @@ def _scratch(model: nn.Module) -> set[str]:
     return {name for name, _ in model.named_parameters()}
 
 
-def _checkpoint(name: str, config: Any, pretrained: bool) -> tuple[nn.Module, set[str]]:
+def _checkpoint(name: str, pretrained: bool) -> tuple[nn.Module, set[str]]:
     """A seq2seq checkpoint's model; without ``pretrained`` its architecture only, weights never downloaded."""
     from transformers import AutoModelForSeq2SeqLM, GenerationConfig
 
+    model, _ = _model("model_name_or_path", name, AutoModelForSeq2SeqLM, pretrained)
     if pretrained:
-        return _load("model_name_or_path", name, AutoModelForSeq2SeqLM.from_pretrained, dtype=torch.float32), set()
-    model = AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32)
+        return model, set()
     try:  # the checkpoint's decoding defaults (forced tokens, bad words), as from_pretrained would set them
         model.generation_config = _quietly(GenerationConfig.from_pretrained, resolve(name))
     except OSError:  # no generation_config.json: the defaults from_config derived from the config stand
@@ -163,7 +170,7 @@ def load_seq2seq(task_args: Any) -> LoadedSeq2Seq:
         if not getattr(config, "is_encoder_decoder", False):
             raise UserError(f"model_name_or_path {name} is a {config.model_type}, not an encoder-decoder; "
                             f"warm-start one from it with encoder_name_or_path and decoder_name_or_path")
-        model, new = _checkpoint(name, config, a.pretrained)
+        model, new = _checkpoint(name, a.pretrained)
         tok = tokenizer()
     else:
         tok = tokenizer()

@@ -14,6 +14,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def copy_without_weights(folder: Path, to: Path) -> Path:
+    """A checkpoint folder's copy with its configs, tokenizer and processor but no weight files."""
+    import shutil
+
+    shutil.copytree(folder, to, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    return to
+
+
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
     """Each in-process run builds its own Accelerator; the singletons must not leak between tests."""

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import REPO, image_argv
+from conftest import REPO, copy_without_weights, image_argv
 from safetensors.torch import load_file
 
 from fastft.engine import main
@@ -218,7 +218,7 @@ def test_a_half_precision_transformers_checkpoint_loads_in_float32(tmp_path, tin
     from fastft.models import create_image_classifier
 
     half = tmp_path / "vit_bf16"
-    shutil.copytree(tiny_vit, half, ignore=shutil.ignore_patterns("*.safetensors"))
+    copy_without_weights(tiny_vit, half)
     AutoModelForImageClassification.from_pretrained(tiny_vit).to(torch.bfloat16).save_pretrained(half)
     assert AutoModelForImageClassification.from_pretrained(half).dtype == torch.bfloat16
     for pretrained in (True, False):

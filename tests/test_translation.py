@@ -4,13 +4,12 @@ from __future__ import annotations
 import csv
 import json
 import random
-import shutil
 import struct
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO
+from conftest import REPO, copy_without_weights
 from safetensors.torch import load_file
 
 from fastft import text_assets
@@ -278,18 +277,13 @@ def test_from_scratch_is_the_same_architecture_and_token_setup_with_random_weigh
         assert ids[:3] == ids[3:] == [2, 3, 0], config
 
 
-def _copy_without_weights(folder, to):
-    shutil.copytree(folder, to, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
-    return to
-
-
 def test_from_scratch_reads_no_weights(tmp_path, tiny_bert, tiny_marian):
     """pretrained: false needs only the configs: a Hub checkpoint's weights are never downloaded to be discarded."""
     from fastft.errors import UserError
     from fastft.text_models import load_seq2seq
 
-    bert = _copy_without_weights(tiny_bert, tmp_path / "bert")
-    marian = _copy_without_weights(tiny_marian, tmp_path / "marian")
+    bert = copy_without_weights(tiny_bert, tmp_path / "bert")
+    marian = copy_without_weights(tiny_marian, tmp_path / "marian")
     for names in ({"encoder_name_or_path": str(bert), "decoder_name_or_path": str(bert)},
                   {"model_name_or_path": str(marian)}):
         scratch = load_seq2seq(TranslationArguments(**names, pretrained=False))
@@ -309,7 +303,7 @@ def test_half_precision_checkpoints_load_in_float32(tmp_path, tiny_bert, tiny_ma
 
     half = {}
     for name, folder, auto in (("bert", tiny_bert, AutoModel), ("marian", tiny_marian, AutoModelForSeq2SeqLM)):
-        half[name] = _copy_without_weights(folder, tmp_path / name)
+        half[name] = copy_without_weights(folder, tmp_path / name)
         auto.from_pretrained(folder).to(torch.bfloat16).save_pretrained(half[name])
         assert auto.from_pretrained(half[name]).dtype == torch.bfloat16  # what a plain load would train in
     for pretrained in (True, False):
