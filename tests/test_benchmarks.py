@@ -52,6 +52,21 @@ def test_a_seed_that_never_reaches_the_target_counts_against_the_median():
     assert "| y | 1 | 64 | 0.001 | 1/3 | never |" in table
 
 
+def test_first_seed_runs_fresh_seeds_for_every_configuration(tmp_path, monkeypatch):
+    """A configuration picked on some seeds is confirmed on others: --first_seed moves every run's seed."""
+    runs = []
+
+    def fake_run(script, argv, out, threads):
+        runs.append((tta.flag(argv, "seed"), tta.flag(argv, "lr_scheduler_type")))
+        return rows((8, 10.0, 1.0, 0.9))
+
+    monkeypatch.setattr(tta, "run_once", fake_run)
+    tta.main(["--seeds", "2", "--first_seed", "5", "--baseline_lr", "3e-3", "--recommended_lr", "2e-3",
+              "--configs", "baseline,recommended", "--out", str(tmp_path), "--stem", "t"])
+    assert sorted(runs) == [("5", "linear"), ("5", "one_cycle"), ("6", "linear"), ("6", "one_cycle")]
+    assert "2 seeds (5-6)" in (tmp_path / "t.md").read_text()
+
+
 @pytest.mark.parametrize("task", ["image", "translation"])
 def test_every_benchmark_configuration_is_a_valid_recipe(task, capsys):
     """Each configuration's flags parse as fields of the task's script (a typo would waste a long run)."""
@@ -60,7 +75,10 @@ def test_every_benchmark_configuration_is_a_valid_recipe(task, capsys):
     from fastft.tasks.translation import TranslationArguments, TranslationTask
 
     bench = tta.BENCHES[task]
-    task_cls, args_cls = {"image": (ImageTask, ImageArguments), "translation": (TranslationTask, TranslationArguments)}[task]
+    names = [*bench.tricks, "recommended", *bench.variants]
+    assert not [n for n in names if "," in n], "--configs splits on commas"
+    task_cls, args_cls = {"image": (ImageTask, ImageArguments),
+                          "translation": (TranslationTask, TranslationArguments)}[task]
     variants = [bench.recommended + flags for flags in bench.variants.values()]
     for extra in [bench.no_trainer + flags for flags in bench.tricks.values()] + [bench.recommended, *variants]:
         argv = [*bench.common, *extra, "--learning_rate", "1e-3", "--num_train_epochs", "1", "--eval_steps", "5",
