@@ -8,6 +8,8 @@ before it starts; the push itself is one commit of the model, its card,
 from __future__ import annotations
 
 import shlex
+import shutil
+import tempfile
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Optional
@@ -87,11 +89,21 @@ def push_folder(output_dir: str | Path, repo_id: str, revision: Optional[str], m
     from huggingface_hub import HfApi
 
     api = HfApi(token=_token())
+    if background:  # training goes on and rewrites the model files: upload a copy, not the live folder
+        snapshot = Path(tempfile.mkdtemp(prefix=f".tmp-push-{Path(output_dir).name}-", dir=Path(output_dir).parent))
+        shutil.copytree(output_dir, snapshot, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*IGNORE_PATTERNS))
+
+        def upload_snapshot() -> object:
+            try:
+                return api.upload_folder(repo_id=repo_id, folder_path=str(snapshot), revision=revision,
+                                         commit_message=message, ignore_patterns=IGNORE_PATTERNS)
+            finally:
+                shutil.rmtree(snapshot, ignore_errors=True)
+        return api.run_as_future(upload_snapshot)
     try:
         result = api.upload_folder(repo_id=repo_id, folder_path=str(output_dir), revision=revision,
-                                   commit_message=message, ignore_patterns=IGNORE_PATTERNS,
-                                   run_as_future=background)
+                                   commit_message=message, ignore_patterns=IGNORE_PATTERNS)
     except Exception as err:
         raise UserError(f"push to {repo_id} failed ({_describe(err)}); {output_dir} is complete; retry with: "
                         f"{retry_command(output_dir, repo_id, revision)}") from None
-    return result if background else result.commit_url
+    return result.commit_url

@@ -113,6 +113,7 @@ def test_every_save_pushes_each_checkpoint_then_the_final_model(tmp_path, tiny_i
     summaries = [c.summary for c in fake_hub.commits("alice/saves")]
     assert summaries[:2] == ["Training in progress, step 2", "Training in progress, step 4"]
     assert summaries[-1].startswith("fastft: eval_accuracy=") and len(summaries) == 3
+    assert not list(tmp_path.glob(".tmp-push-*"))  # each background push's snapshot is gone once it landed
 
 
 @pytest.mark.slow
