@@ -67,6 +67,11 @@ class Bench:
     variants: dict[str, list[str]]  # each added to recommended, at its LR: what one of its parts is worth
     defaults: dict[str, object]  # this task's defaults of the command-line options
 
+    @property
+    def configurations(self) -> list[str]:
+        """Every name ``--configs`` accepts, in the table's order."""
+        return [*self.tricks, "recommended", *self.variants]
+
 
 EMA_2_EPOCHS = ["--model_ema", "true", "--num_train_epochs", "2"]  # the image recipe's best base so far
 IMAGE = Bench(
@@ -329,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             setattr(a, key, value)
     if a.image_size and a.task != "image":
         parser.error("--image_size is for --task image")
-    valid = [*bench.tricks, "recommended", *bench.variants]
+    valid = bench.configurations
     configs = [c.strip() for c in (a.configs or ",".join(valid)).split(",") if c.strip()]
     unknown = sorted(set(configs) - set(valid))
     if unknown:

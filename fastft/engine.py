@@ -523,8 +523,9 @@ class Trainer:
                   f"{self.output_dir.resolve()}")
         if self.repo_id:
             for pending in self._pushes:  # let in-progress pushes land before the final commit
-                if pending.exception() is not None:  # the final commit below still holds everything
-                    acc.print(f"warning: a checkpoint push to {self.repo_id} failed ({pending.exception()})")
+                error = pending.exception()
+                if error is not None:  # the final commit below still holds everything
+                    acc.print(f"warning: a checkpoint push to {self.repo_id} failed ({error})")
             main = self.task.main_metric
             url = hub.push_folder(self.output_dir, self.repo_id, self.args.hub_revision,
                                   f"fastft: {main}={final.get(main)} after {final['total_steps']} steps")
