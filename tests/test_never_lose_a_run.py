@@ -28,8 +28,9 @@ def start(argv: list[str]) -> subprocess.Popen:
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until ``path`` exists and is not empty (train_log.jsonl is created empty before training starts)."""
     deadline = time.time() + timeout
-    while not path.exists():
+    while not (path.exists() and (path.is_dir() or path.stat().st_size > 0)):
         assert proc.poll() is None, f"run ended before {path} appeared: {proc.stderr.read()[-2000:]}"
         assert time.time() < deadline
         time.sleep(0.05)
@@ -64,8 +65,7 @@ def test_sigkill_mid_epoch_then_the_same_command_finishes_bit_exact(tmp_path, ti
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_images, tiny_model):
     out = tmp_path / "run"
     run = start(image_argv(out, tiny_images, tiny_model, *LONG, "--checkpointing_steps", "1000"))
-    wait_for(out / "train_log.jsonl", run)
-    time.sleep(1.0)
+    wait_for(out / "train_log.jsonl", run)  # a logged step: the loop, and so the signal handler, is running
     run.send_signal(signal.SIGTERM)
     stdout, stderr = run.communicate(timeout=300)
     assert run.returncode == 128 + signal.SIGTERM
