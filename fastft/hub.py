@@ -85,24 +85,27 @@ def prepare_repo(hub_model_id: Optional[str], output_dir: str | Path, private: b
 
 def push_folder(output_dir: str | Path, repo_id: str, revision: Optional[str], message: str,
                 background: bool = False) -> str | Future:
-    """Upload output_dir as one commit (in the background when ``background``); return its URL."""
+    """Upload output_dir as one commit; return its URL, or when ``background`` a Future of the commit."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=_token())
+
+    def upload(folder: str | Path) -> object:
+        return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
+                                 commit_message=message, ignore_patterns=IGNORE_PATTERNS)
+
     if background:  # training goes on and rewrites the model files: upload a copy, not the live folder
         snapshot = Path(tempfile.mkdtemp(prefix=f".tmp-push-{Path(output_dir).name}-", dir=Path(output_dir).parent))
         shutil.copytree(output_dir, snapshot, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*IGNORE_PATTERNS))
 
         def upload_snapshot() -> object:
             try:
-                return api.upload_folder(repo_id=repo_id, folder_path=str(snapshot), revision=revision,
-                                         commit_message=message, ignore_patterns=IGNORE_PATTERNS)
+                return upload(snapshot)
             finally:
                 shutil.rmtree(snapshot, ignore_errors=True)
         return api.run_as_future(upload_snapshot)
     try:
-        result = api.upload_folder(repo_id=repo_id, folder_path=str(output_dir), revision=revision,
-                                   commit_message=message, ignore_patterns=IGNORE_PATTERNS)
+        result = upload(output_dir)
     except Exception as err:
         raise UserError(f"push to {repo_id} failed ({_describe(err)}); {output_dir} is complete; retry with: "
                         f"{retry_command(output_dir, repo_id, revision)}") from None
