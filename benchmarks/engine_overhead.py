@@ -28,8 +28,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
+import machine  # noqa: E402
 from fastft import reporting  # noqa: E402
 from fastft.config import TrainingArguments  # noqa: E402
 from fastft.engine import Trainer  # noqa: E402
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     opts.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"threads": opts.threads, "batch": opts.batch, "steps": opts.steps,
                               "warmup": opts.warmup, "repeats": opts.repeats, "mixed_precision": opts.mixed_precision,
-                              "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
+                              "device": machine.describe(),
                               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "models": {}}
     precision = opts.mixed_precision
     for name, (arch, size) in MODEL_SETS[opts.models].items():

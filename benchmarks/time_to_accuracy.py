@@ -26,7 +26,8 @@ evaluation schedule and thread count; only the configuration differs:
 
 Time to target is training time only (``elapsed_s`` minus ``eval_runtime_s`` of the
 evaluations so far) at the first evaluation reaching ``--target``; the target is
-fixed before any run. Reported: the median over seeds with its min-max spread, how
+fixed before any run. Reported: the median over seeds with its min-max spread, the
+speed-up over the baseline both as a ratio of medians and paired seed by seed, how
 many seeds reached it, the optimizer steps to it (free of timing noise) and the final
 metric. With ``--workers`` > 1 runs go side by side, seed by seed across the
 configurations, so every configuration shares the machine alike.
@@ -38,7 +39,6 @@ import concurrent.futures
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -47,8 +47,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
+import machine  # noqa: E402
 from fastft import reporting  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -73,7 +74,9 @@ class Bench:
         return [*self.tricks, "recommended", *self.variants]
 
 
-EMA_2_EPOCHS = ["--model_ema", "true", "--num_train_epochs", "2"]  # the image recipe's best base so far
+EMA_2_EPOCHS = ["--model_ema", "true", "--num_train_epochs", "2"]
+SHORT_RISE = [*EMA_2_EPOCHS, "--one_cycle_pct_start", "0.1"]  # the image recipe's best in session 8
+HALF_BATCH = ["--per_device_train_batch_size", "32", "--lr_scaling", "linear"]  # at half the LR (linear scaling)
 IMAGE = Bench(
     script="train_image.py", metric="eval_accuracy", eval_data="Fashion-MNIST test images",
     common=["--model_name_or_path", "fastft:efficientnet_lite0", "--dataset_name", "fastft:fashion_mnist",
@@ -107,12 +110,18 @@ IMAGE = Bench(
               "recommended for 2 epochs": ["--num_train_epochs", "2"],
               "recommended + weight EMA for 2 epochs": EMA_2_EPOCHS,
               # Candidates for a faster EMA recipe (session 8), chosen on seeds 10-11, confirmed on fresh seeds.
-              "recommended + weight EMA for 2 epochs and one-cycle rising 10%": [
-                  *EMA_2_EPOCHS, "--one_cycle_pct_start", "0.1"],
+              "recommended + weight EMA for 2 epochs and one-cycle rising 10%": SHORT_RISE,
               "recommended + weight EMA for 2 epochs and EMA decay at most 0.9": [
                   *EMA_2_EPOCHS, "--model_ema_decay", "0.9"],
               "recommended + weight EMA for 2 epochs and linear decay after 10% warmup": [
-                  *EMA_2_EPOCHS, "--lr_scheduler_type", "linear", "--warmup_steps", "0.1"]},
+                  *EMA_2_EPOCHS, "--lr_scheduler_type", "linear", "--warmup_steps", "0.1"],
+              # Candidates on top of the shorter rise (session 11), chosen on seeds 10-11, confirmed on 12-16.
+              "shorter rise + 10x LR on the new head": [*SHORT_RISE, "--head_lr_scale", "10"],
+              "shorter rise + layer-wise LR decay 0.9": [*SHORT_RISE, "--layer_decay", "0.9"],
+              "shorter rise at batch 32": [*SHORT_RISE, *HALF_BATCH],
+              # The same three changes at the quickstart's own schedule (1 epoch), to measure them at its size.
+              "recommended + weight EMA and 10% rise at batch 32": [
+                  "--model_ema", "true", "--one_cycle_pct_start", "0.1", *HALF_BATCH]},
     defaults={"target": 0.85, "max_train_samples": 10000, "max_eval_samples": 2000, "epochs": 2, "eval_steps": 20,
               "sweep": "1e-4,3e-4,1e-3,3e-3", "image_size": 64},
 )
@@ -215,8 +224,25 @@ def summarise(name: str, lr: float, argv: list[str], rows_per_seed: list[list[di
             "times_s": times, "steps": steps, "finals": finals}
 
 
+def paired_ratios(base_times: list[float | None], times: list[float | None]) -> list[float]:
+    """Baseline time / this configuration's time on the same seed, the seeds where either reached the target
+    (one that never does is infinitely slow). Seeds differ more than configurations: pairing removes that."""
+    inf = float("inf")
+    return [(b if b is not None else inf) / (t if t is not None else inf)
+            for b, t in zip(base_times, times) if b is not None or t is not None]
+
+
+def ratio_text(ratios: list[float]) -> str:
+    """Median (min-max) of paired ratios, as the table shows them."""
+    if not ratios:
+        return "-"
+    fmt = lambda x: "inf" if x == float("inf") else f"{x:.2f}"  # noqa: E731
+    return f"{fmt(statistics.median(ratios))}x ({fmt(min(ratios))}-{fmt(max(ratios))})"
+
+
 def markdown(results: list[dict], meta: dict) -> str:
-    base = next(r for r in results if r["config"] == "baseline")["median_s"]
+    baseline = next(r for r in results if r["config"] == "baseline")
+    base = baseline["median_s"]
     size = f", {meta['image_size']} px" if meta.get("image_size") else ""
     first = meta.get("first_seed", 0)
     seeds = f"{meta['seeds']} seeds" + (f" ({first}-{first + meta['seeds'] - 1})" if first else "")
@@ -225,8 +251,9 @@ def markdown(results: list[dict], meta: dict) -> str:
              f"{meta['threads']} thread(s) per run, {meta['workers']} run(s) at a time, {seeds}; "
              f"{meta['machine']}; {meta['date']}.", "",
              "| configuration | epochs | batch | LR | reached | median time to target (s) | spread (s) | "
-             f"vs baseline | median steps to target | final {meta['metric']} (median, min-max) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "vs baseline (ratio of medians) | vs baseline, paired by seed: median (min-max) | "
+             f"median steps to target | final {meta['metric']} (median, min-max) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         median = "never" if r["median_s"] == float("inf") else f"{r['median_s']:.0f}"
         spread = f"{r['min_s']:.0f}-{r['max_s']:.0f}" if r["reached"] else "-"
@@ -234,7 +261,8 @@ def markdown(results: list[dict], meta: dict) -> str:
                    and base != float("inf") else "-")
         steps = "never" if r["median_steps"] == float("inf") else f"{r['median_steps']:.0f}"
         lines.append(f"| {r['config']} | {r['epochs']} | {r['batch']} | {r['learning_rate']:.2g} | "
-                     f"{r['reached']}/{r['seeds']} | {median} | {spread} | {speedup} | {steps} | "
+                     f"{r['reached']}/{r['seeds']} | {median} | {spread} | {speedup} | "
+                     f"{ratio_text(paired_ratios(baseline['times_s'], r['times_s']))} | {steps} | "
                      f"{r['final_median']:.4f} ({r['final_min']:.4f}-{r['final_max']:.4f}) |")
     return "\n".join(lines) + "\n"
 
@@ -269,6 +297,10 @@ def run_all(bench: Bench, a: argparse.Namespace, configs: list[str], common: lis
 
     def submit(extra: list[str], lr: float, seed: int) -> concurrent.futures.Future:
         argv = [*common, *extra, "--learning_rate", str(lr), "--seed", str(seed)]
+        # Every configuration is evaluated after the same number of training samples, whatever its batch.
+        batch, common_batch = (int(flag(x, "per_device_train_batch_size")) for x in (argv, common))
+        if batch != common_batch:
+            argv += ["--eval_steps", str(max(1, round(a.eval_steps * common_batch / batch)))]
         if tuple(argv) not in done:
             done[tuple(argv)] = pool.submit(run_once, bench.script, argv, tmp / str(len(done)), a.threads)
         return done[tuple(argv)]
@@ -358,8 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             "image_size": a.image_size, "threads": a.threads, "workers": a.workers, "seeds": a.seeds,
             "first_seed": a.first_seed,
             "sweep": {str(k): v[0] for k, v in sweep.items()},
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                       f"torch {torch.__version__}",
+            "machine": f"{machine.describe()}, torch {torch.__version__}",
             "date": time.strftime("%Y-%m-%d"), "wall_s": round(time.time() - started)}
     a.out.mkdir(parents=True, exist_ok=True)
     stem = a.stem or "time_to_accuracy" + ("" if a.task == "image" else f"_{a.task}")

@@ -48,8 +48,17 @@ def test_a_seed_that_never_reaches_the_target_counts_against_the_median():
                          {"metric": "eval_accuracy", "eval_data": "images", "target": 0.85, "eval_samples": 10,
                           "train_samples": 10, "epochs": 1, "batch": 64, "image_size": 64, "threads": 1, "workers": 1,
                           "seeds": 3, "machine": "m", "date": "d"})
-    assert "| baseline | 1 | 64 | 0.001 | 2/3 | 20 | 20-20 | 1.00x | 10 |" in table
-    assert "| y | 1 | 64 | 0.001 | 1/3 | never |" in table
+    assert "| baseline | 1 | 64 | 0.001 | 2/3 | 20 | 20-20 | 1.00x | 1.00x (1.00-1.00) | 10 |" in table
+    # Seed 2: the baseline reaches the target and y never does (0x); seed 3 reaches it in neither (left out).
+    assert "| y | 1 | 64 | 0.001 | 1/3 | never | 20-20 | - | 0.50x (0.00-1.00) | never |" in table
+
+
+def test_paired_ratios_compare_each_seed_with_the_baselines_same_seed():
+    """A configuration twice as fast on every seed is 2x paired, even where the seeds' own speeds differ."""
+    base, fast = [40.0, 100.0, 60.0, None], [20.0, 50.0, None, 30.0]
+    assert tta.paired_ratios(base, fast) == [2.0, 2.0, 0.0, float("inf")]
+    assert tta.ratio_text(tta.paired_ratios(base, fast)) == "2.00x (0.00-inf)"
+    assert tta.paired_ratios([None], [None]) == [] and tta.ratio_text([]) == "-"
 
 
 def test_first_seed_runs_fresh_seeds_for_every_configuration(tmp_path, monkeypatch):
@@ -65,6 +74,21 @@ def test_first_seed_runs_fresh_seeds_for_every_configuration(tmp_path, monkeypat
               "--configs", "baseline,recommended", "--out", str(tmp_path), "--stem", "t"])
     assert sorted(runs) == [("5", "linear"), ("5", "one_cycle"), ("6", "linear"), ("6", "one_cycle")]
     assert "2 seeds (5-6)" in (tmp_path / "t.md").read_text()
+
+
+def test_a_smaller_batch_is_evaluated_after_as_many_samples(tmp_path, monkeypatch):
+    """Time to target is read at evaluations: a half batch evaluated every 8 steps would get a finer grid."""
+    grid = {}
+
+    def fake_run(script, argv, out, threads):
+        grid[tta.flag(argv, "per_device_train_batch_size")] = tta.flag(argv, "eval_steps")
+        return rows((8, 10.0, 1.0, 0.9))
+
+    monkeypatch.setattr(tta, "run_once", fake_run)
+    tta.main(["--seeds", "1", "--eval_steps", "8", "--baseline_lr", "3e-3", "--recommended_lr", "2e-3",
+              "--configs", "baseline,shorter rise at batch 32,+ warmup and LR scaled to batch 128",
+              "--out", str(tmp_path), "--stem", "t"])
+    assert grid == {"64": "8", "32": "16", "128": "4"}
 
 
 @pytest.mark.parametrize("task", ["image", "translation"])
@@ -115,3 +139,14 @@ def test_precision_throughput_refuses_fp16_without_a_gpu(capsys):
     with pytest.raises(SystemExit):
         load("precision_throughput").main(["--variants", "fp32,fp16"])
     assert "needs a GPU" in capsys.readouterr().err
+
+
+def test_results_name_the_cpu_generation_and_its_vector_units():
+    """Two VMs both called 'AMD EPYC' ran at different speeds: the family/model and AVX-512 tell them apart."""
+    machine = load("machine")
+    block = "processor\t: {n}\nmodel name\t: AMD EPYC\ncpu family\t: {fam}\nmodel\t\t: 2\nflags\t\t: fpu {flags}\n"
+    zen5 = "\n".join(block.format(n=n, fam=26, flags="avx2 avx512f avx512_bf16") for n in (0, 1))
+    assert machine.cpu(zen5).startswith("AMD EPYC (family 26, model 2), ")
+    assert machine.cpu(zen5).endswith(" cores, AVX-512 with BF16")
+    assert machine.cpu(block.format(n=0, fam=23, flags="avx2")).endswith(" cores, AVX2")
+    assert "cores, no AVX2" in machine.cpu("")  # no /proc/cpuinfo (macOS): still a description
