@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if opts.warmup >= opts.steps:
         parser.error(f"--warmup {opts.warmup} must be below --steps {opts.steps}")
     device = torch.cuda.get_device_name() if gpu else "cpu"
-    report: dict[str, Any] = {"device": machine.describe(), "batch": opts.batch, "steps": opts.steps, "warmup": opts.warmup,
-                              "repeats": opts.repeats, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                              "models": {}}
+    report: dict[str, Any] = {"device": machine.describe(), "batch": opts.batch, "steps": opts.steps,
+                              "warmup": opts.warmup, "repeats": opts.repeats, "torch": torch.__version__,
+                              "date": time.strftime("%Y-%m-%d"), "models": {}}
     for name, (arch, size) in MODEL_SETS[opts.models].items():
         data = make_data(opts.batch * (opts.steps + 1), size)
         rates: dict[str, list[float]] = {v: [] for v in variants}

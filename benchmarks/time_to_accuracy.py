@@ -237,7 +237,9 @@ def ratio_text(ratios: list[float]) -> str:
     """Median (min-max) of paired ratios, as the table shows them."""
     if not ratios:
         return "-"
-    fmt = lambda x: "inf" if x == float("inf") else f"{x:.2f}"  # noqa: E731
+
+    def fmt(x: float) -> str:
+        return "inf" if x == float("inf") else f"{x:.2f}"
     return f"{fmt(statistics.median(ratios))}x ({fmt(min(ratios))}-{fmt(max(ratios))})"
 
 
