@@ -30,8 +30,10 @@ def cpu(cpuinfo: str | None = None) -> str:
     if "cpu family" in fields:
         name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
     flags = set(fields.get("flags", "").split())
-    vector = ("AVX-512" + (" with BF16" if "avx512_bf16" in flags else "") if "avx512f" in flags
-              else "AVX2" if "avx2" in flags else "no AVX2")
+    if "avx512f" in flags:
+        vector = "AVX-512 with BF16" if "avx512_bf16" in flags else "AVX-512"
+    else:
+        vector = "AVX2" if "avx2" in flags else "no AVX2"
     if flags & {"amx_bf16", "amx_tile"}:
         vector += ", AMX"
     return f"{name}, {os.cpu_count()} cores, {vector}"
