@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import importlib.util
 import math
 import sys
 import typing
@@ -21,9 +22,11 @@ from fastft.errors import UserError
 
 
 def field(default: Any = dataclasses.MISSING, help: str = "", *, min: float | None = None,
-          max: float | None = None, exclusive_min: bool = False, cli_only: bool = False) -> Any:
+          max: float | None = None, exclusive_min: bool = False, exclusive_max: bool = False,
+          cli_only: bool = False) -> Any:
     """A recipe field with its one-line help and an optional numeric range."""
-    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min, "cli_only": cli_only}
+    meta = {"help": help, "min": min, "max": max, "exclusive_min": exclusive_min, "exclusive_max": exclusive_max,
+            "cli_only": cli_only}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -38,7 +41,7 @@ class TrainingArguments:
     seed: int = field(42, "Random seed for model init, data order and augmentation.", min=0)
     num_train_epochs: float = field(3.0, "Number of passes over the training set (ignored if max_steps > 0).",
                                     min=0, exclusive_min=True)
-    max_steps: int = field(-1, "Total optimizer steps; overrides num_train_epochs when > 0.")
+    max_steps: int = field(-1, "Total optimizer steps; overrides num_train_epochs when > 0; -1: use epochs.")
     per_device_train_batch_size: int = field(32, "Training batch size per process.", min=1)
     per_device_eval_batch_size: int = field(64, "Evaluation batch size per process.", min=1)
     gradient_accumulation_steps: int = field(1, "Micro-batches accumulated per optimizer step.", min=1)
@@ -80,7 +83,8 @@ class TrainingArguments:
     cycle_momentum: bool = field(True, "Cycle momentum / Adam beta1 inversely to the LR (one_cycle, cyclic).")
     base_momentum: float = field(0.85, "Momentum at the LR peak when cycling.", min=0, max=1)
     max_momentum: float = field(0.95, "Momentum at the LR trough when cycling.", min=0, max=1)
-    label_smoothing_factor: float = field(0.0, "Label smoothing epsilon (Szegedy et al. 2016).", min=0, max=1)
+    label_smoothing_factor: float = field(0.0, "Label smoothing epsilon (Szegedy et al. 2016).", min=0, max=1,
+                                          exclusive_max=True)
     freeze_epochs: int = field(0, "Epochs to train only the new head before unfreezing the backbone.", min=0)
     head_lr_scale: float = field(1.0, "LR multiplier for newly initialised weights (head, cross-attention) over "
                                       "the pretrained ones (discriminative LRs).", min=0, exclusive_min=True)
@@ -102,7 +106,8 @@ class TrainingArguments:
     save_total_limit: Optional[int] = field(2, "Keep only the newest N checkpoints.", min=1)
     resume_from_checkpoint: Optional[str] = field(
         None, "Checkpoint folder to resume from; unset resumes from the newest in output_dir if any.")
-    report_to: str = field("none", "Trackers for accelerate's log_with: tensorboard, wandb, all or none.")
+    report_to: str = field("none", "Trackers for accelerate's log_with, comma-separated (tensorboard, wandb, "
+                                   "mlflow, ...), all (every one installed) or none.")
     target_metric: Optional[str] = field(None, "Metric for time-to-target, e.g. eval_accuracy.")
     target_value: Optional[float] = field(None, "Value of target_metric that counts as reached.")
     dataloader_num_workers: int = field(0, "Worker processes per data loader.", min=0)
@@ -182,8 +187,8 @@ def coerce(name: str, value: Any, tp: Any, where: str) -> Any:
                 number = float(value)
             except ValueError:
                 pass
-        if number is None or math.isnan(number):  # nan would slip through every range check
-            raise bad("a number")
+        if number is None or not math.isfinite(number):  # nan and inf would slip through every range check
+            raise bad("a number (finite, not inf or nan)")
         return number
     if base is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -210,8 +215,9 @@ def _check_range(name: str, value: Any, meta: dict, where: str) -> None:
     if lo is not None and (value < lo or (meta.get("exclusive_min") and value == lo)):
         op = ">" if meta.get("exclusive_min") else ">="
         raise UserError(f"{name} in {where} must be {op} {lo}, got {value}")
-    if hi is not None and value > hi:
-        raise UserError(f"{name} in {where} must be <= {hi}, got {value}")
+    if hi is not None and (value > hi or (meta.get("exclusive_max") and value == hi)):
+        op = "<" if meta.get("exclusive_max") else "<="
+        raise UserError(f"{name} in {where} must be {op} {hi}, got {value}")
 
 
 def _closest(name: str, names: Sequence[str]) -> str:
@@ -219,23 +225,65 @@ def _closest(name: str, names: Sequence[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else "; see --help for valid fields"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a recipe that sets a field twice is a mistake."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise UserError(f"recipe file {self.name} sets '{key}' twice (lines {seen[key]} and {line}); "
+                                f"keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+# Not fields, but asked for: say where the value comes from instead of "unknown field".
+_NOT_FIELDS = {"hub_token": "a Hub token is never read from a recipe or flag (recipes get shared and pushed): "
+                            "set HF_TOKEN or run `hf auth login`"}
+
+
+def _unknown(key: str, where: str, names: Sequence[str]) -> UserError:
+    if key in _NOT_FIELDS:
+        return UserError(f"'{key}' in {where}: {_NOT_FIELDS[key]}")
+    return UserError(f"unknown field '{key}' in {where}{_closest(key, names)}")
+
+
 def load_recipe(path: str | Path, fields: dict[str, dataclasses.Field]) -> dict[str, Any]:
     """Read a YAML recipe and return its values checked against the fields."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"recipe file {path} is a folder; give a YAML file such as recipes/image/quickstart.yaml")
     if not path.is_file():
         raise UserError(f"recipe file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"recipe file {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                        f"{err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise UserError(f"recipe file {path} cannot be read ({err.strerror})") from None
+    loader = _UniqueKeyLoader(text)
+    loader.name = str(path)
+    try:
+        data = loader.get_single_data() or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"recipe file {path} is not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise UserError(f"recipe file {path} must be a mapping of field: value, got {type(data).__name__}")
     values = {}
     for key, value in data.items():
-        if key not in fields or fields[key].metadata.get("cli_only"):
-            raise UserError(f"unknown field '{key}' in {path}{_closest(str(key), list(fields))}")
+        if key in fields and fields[key].metadata.get("cli_only"):
+            raise UserError(f"{key} in {path} is a command-line flag only (--{key}), not a recipe field: a recipe "
+                            f"describes a run, and {key} would make every use of it skip training")
+        if key not in fields:
+            raise _unknown(str(key), str(path), list(fields))
         values[key] = coerce(key, value, fields[key].type, str(path))
     return values
 
@@ -250,13 +298,23 @@ def _all_fields(classes: Sequence[type]) -> dict[str, dataclasses.Field]:
     return fields
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:  # argparse would print usage and exit
         raise UserError(f"command line: {message}; see --help")
 
 
+def unknown_flag(unknown: Sequence[str], names: Sequence[str]) -> UserError:
+    """The error for argparse's leftover arguments: the first flag, and the field it was likely meant as."""
+    flag = next((u for u in unknown if u.startswith("-")), unknown[0])
+    key = flag.lstrip("-").split("=")[0]
+    if key in _NOT_FIELDS:
+        return _unknown(key, "the command line", names)
+    hint = _closest(key, names) if flag.startswith("-") else "; flags look like --field value"
+    return UserError(f"unknown command-line argument '{flag}'{hint}")
+
+
 def _build_parser(prog: str, classes: Sequence[type]) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, usage="%(prog)s [--config RECIPE.yaml] [--FIELD VALUE ...]", allow_abbrev=False, argument_default=argparse.SUPPRESS,
+    parser = OneLineParser(prog=prog, usage="%(prog)s [--config RECIPE.yaml] [--FIELD VALUE ...]", allow_abbrev=False, argument_default=argparse.SUPPRESS,
                                      description="Recipe fields; precedence: default < --config file < flag.")
     parser.add_argument("--config", help="YAML recipe whose keys are the fields below.")
     for cls in classes:
@@ -293,10 +351,7 @@ def parse_args(classes: Sequence[type], argv: Sequence[str] | None = None, prog:
     parser = _build_parser(prog or Path(sys.argv[0]).name, classes)
     ns, unknown = parser.parse_known_args(argv)
     if unknown:
-        flag = next((u for u in unknown if u.startswith("-")), unknown[0])
-        key = flag.lstrip("-").split("=")[0]
-        hint = _closest(key, list(fields)) if flag.startswith("-") else "; flags look like --field value"
-        raise UserError(f"unknown command-line argument '{flag}'{hint}")
+        raise unknown_flag(unknown, list(fields))
     cli = vars(ns)
     config = cli.pop("config", None)
     values = load_recipe(config, fields) if config else {}
@@ -320,3 +375,70 @@ def to_dict(*objs: Any) -> dict[str, Any]:
         merged.update({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
                        if not f.metadata.get("cli_only")})
     return merged
+
+
+# accelerate's tracker names and the module each needs; accelerate drops a missing one with only a log line.
+TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+                   "comet_ml": ("comet_ml",), "aim": ("aim",), "clearml": ("clearml",), "dvclive": ("dvclive",),
+                   "swanlab": ("swanlab",), "trackio": ("trackio",)}
+
+
+def trackers(report_to: str) -> list[str]:
+    """``report_to`` as accelerate's ``log_with`` list; a name that is unknown or not installed is an error."""
+    names = report_to.replace(",", " ").split()
+    if names in (["none"], []):
+        return []
+    if names == ["all"]:
+        return ["all"]
+    for name in names:
+        if name not in TRACKER_MODULES:
+            raise UserError(f"report_to {name!r} is not a tracker accelerate knows; use none, all or a "
+                            f"comma-separated list of {', '.join(TRACKER_MODULES)}")
+        if not any(importlib.util.find_spec(module) for module in TRACKER_MODULES[name]):
+            raise UserError(f"report_to {name!r}: the {name} package is not installed; pip install "
+                            f"{TRACKER_MODULES[name][0]}, or drop it from report_to")
+    return names
+
+
+def check_training_args(args: TrainingArguments) -> None:
+    """Checks across fields that no single field's type or range can make."""
+    if args.world_size and not args.dry_run:
+        raise UserError("world_size only applies with --dry_run; the launcher decides the real world size")
+    if not args.output_dir:
+        raise UserError("output_dir is required: set it in the recipe or pass --output_dir DIR")
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise UserError(f"max_steps must be a positive number of optimizer steps, or -1 to train "
+                        f"num_train_epochs; got {args.max_steps}")
+    if (args.target_metric is None) != (args.target_value is None):
+        raise UserError("target_metric and target_value go together: set both or neither")
+    if args.checkpointing_steps not in (None, "epoch") and not (str(args.checkpointing_steps).isdigit()
+                                                                 and int(args.checkpointing_steps) > 0):
+        raise UserError(f"checkpointing_steps must be a whole number of steps (1 or more) or 'epoch', "
+                        f"got {args.checkpointing_steps!r}")
+    if args.push_to_hub and args.hub_strategy == "every_save" and not args.checkpointing_steps:
+        raise UserError("hub_strategy every_save pushes at each checkpoint, and checkpointing_steps is unset: "
+                        "set checkpointing_steps (N or epoch) or use hub_strategy end")
+    if args.lr_scheduler_type == "multistep" and not args.lr_decay_epochs:
+        raise UserError("lr_scheduler_type multistep needs lr_decay_epochs (the epochs at which the LR drops, "
+                        "e.g. 30 60 80)")
+    if args.lr_decay_epochs and args.lr_scheduler_type != "multistep":
+        raise UserError(f"lr_decay_epochs only applies with lr_scheduler_type multistep (it is "
+                        f"{args.lr_scheduler_type!r}); drop it or switch to multistep")
+    if any(e <= 0 for e in args.lr_decay_epochs):
+        raise UserError(f"lr_decay_epochs must all be > 0, got {args.lr_decay_epochs}")
+    if args.reference_batch_size and args.lr_scaling == "none":
+        raise UserError("reference_batch_size does nothing with lr_scaling none; drop it, or choose linear or "
+                        "sqrt scaling")
+    if args.target_metric == "eval_accuracy" and not 0 <= args.target_value <= 1:
+        raise UserError(f"target_value {args.target_value:g} for eval_accuracy can never be reached: accuracy is "
+                        f"a fraction from 0 to 1" + (f"; did you mean {args.target_value / 100:g}?"
+                                                       if 1 < args.target_value <= 100 else ""))
+    if args.eval_strategy == "steps" and not args.eval_steps:
+        raise UserError("eval_strategy 'steps' needs eval_steps (evaluate every N optimizer steps)")
+    if args.eval_steps and args.eval_strategy != "steps":  # HF ignores it silently; the user meant something
+        raise UserError(f"eval_steps {args.eval_steps} needs eval_strategy: steps (it is {args.eval_strategy!r}); "
+                        f"set eval_strategy steps or drop eval_steps")
+    if args.model_ema and args.model_ema_decay >= 1:
+        raise UserError(f"model_ema_decay must be below 1 (at 1 the average never moves), got {args.model_ema_decay}; "
+                        f"timm's default is 0.9998")
+    trackers(args.report_to)

@@ -62,9 +62,10 @@ class WeightAverage:
         finally:
             self.model.load_state_dict(saved)
 
-    # accelerate.register_for_checkpointing: a resumed run goes on from the saved average.
+    @property
+    def module(self) -> torch.nn.Module:
+        """The float32 copy holding the average: checkpoints save and load it as safetensors, not pickled."""
+        return self.ema.module
+
     def state_dict(self) -> dict[str, Any]:
         return self.ema.module.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.ema.module.load_state_dict(state)

@@ -24,14 +24,14 @@ from accelerate.utils import DistributedType, find_executable_batch_size, set_se
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from fastft import checkpoints, hub, reporting
-from fastft.config import TrainingArguments, parse_args, to_dict
+from fastft import checkpoints, hub, output_folder, reporting
+from fastft.config import TrainingArguments, check_training_args, parse_args, to_dict, trackers
 from fastft.ema import WeightAverage
 from fastft.errors import UserError, exit_on_user_error
 from fastft.interrupts import StopSignals
 from fastft.lr_find import run_lr_find
 from fastft.model_card import write_card
-from fastft.optim import build_optimizer, set_backbone_frozen
+from fastft.optim import build_optimizer, check_optimizer_name, set_backbone_frozen
 from fastft.plan import TrainPlan, make_plan
 from fastft.plots import write_plots
 from fastft.schedules import Scheduler
@@ -95,7 +95,7 @@ def main(task_cls: type[Task], task_args_cls: type, argv: Optional[Sequence[str]
     @exit_on_user_error
     def run() -> Optional[dict]:
         task_args, args = parse_args([task_args_cls, TrainingArguments], argv)
-        _check_common(args)
+        check_training_args(args)
         task = task_cls(task_args, args)
         if args.target_metric and args.target_metric not in task.metric_names():
             raise UserError(f"target_metric {args.target_metric!r} is not reported by this task; use one of "
@@ -110,31 +110,22 @@ def main(task_cls: type[Task], task_args_cls: type, argv: Optional[Sequence[str]
     return run()
 
 
-def _check_common(args: TrainingArguments) -> None:
-    if args.world_size and not args.dry_run:
-        raise UserError("world_size only applies with --dry_run; the launcher decides the real world size")
-    if not args.output_dir:
-        raise UserError("output_dir is required: set it in the recipe or pass --output_dir DIR")
-    if (args.target_metric is None) != (args.target_value is None):
-        raise UserError("target_metric and target_value go together: set both or neither")
-    if args.checkpointing_steps not in (None, "epoch") and not str(args.checkpointing_steps).isdigit():
-        raise UserError(f"checkpointing_steps must be a whole number of steps or 'epoch', "
-                        f"got {args.checkpointing_steps!r}")
-    if args.eval_strategy == "steps" and not args.eval_steps:
-        raise UserError("eval_strategy 'steps' needs eval_steps (evaluate every N optimizer steps)")
-    if args.model_ema and args.model_ema_decay >= 1:
-        raise UserError(f"model_ema_decay must be below 1 (at 1 the average never moves), got {args.model_ema_decay}; "
-                        f"timm's default is 0.9998")
-
-
 def dry_run(task: Task, args: TrainingArguments) -> str:
     """The resolved plan for this launch (world size from accelerate), without training."""
     state = PartialState(cpu=_launched_on_cpu_only())
     _check_world(state)
+    # What training would refuse in its first seconds is refused here too, without loading weights.
+    task.check_sources()
+    check_optimizer_name(args.optim)
+    out = Path(args.output_dir)
+    output_folder.check_writable(out)
+    output_folder.check_foreign(out)
     world = args.world_size or state.num_processes
     plan = make_plan(args, task.num_train_samples(), world, task.drop_last)
     precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     lines = [plan.describe(), f"mixed precision:            {precision or 'no'}"] + task.describe()
+    if (out / reporting.FINAL).exists() and not args.overwrite_output_dir:
+        lines.append(f"note: output_dir {out} holds a finished run; training it needs --overwrite_output_dir true")
     return "\n".join(lines)
 
 
@@ -185,7 +176,7 @@ def _make_accelerator(args: TrainingArguments) -> Accelerator:
         # normalised over the whole window; accelerate sees one micro-batch per step.
         gradient_accumulation_steps=1,
         mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
+        log_with=trackers(args.report_to) or None,
         project_dir=args.output_dir,
         # Seeded per-epoch shuffling, so a resumed run sees the same data order.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
@@ -206,19 +197,6 @@ def _make_accelerator(args: TrainingArguments) -> Accelerator:
     return accelerator
 
 
-def _resume_candidates(args: TrainingArguments) -> list[Path]:
-    """Refuse to clobber a finished run; return the checkpoints to resume from, newest first."""
-    out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output_dir {out} exists and is not a folder")
-    if args.overwrite_output_dir:
-        return checkpoints.candidates(out, args.resume_from_checkpoint) if args.resume_from_checkpoint else []
-    if (out / reporting.FINAL).exists():
-        raise UserError(f"output_dir {out} holds a finished run ({reporting.FINAL}); pass --overwrite_output_dir "
-                        f"true to replace it or choose another output_dir")
-    return checkpoints.candidates(out, args.resume_from_checkpoint)
-
-
 class Trainer:
     """State of one run; ``fit`` is the loop."""
 
@@ -226,7 +204,7 @@ class Trainer:
         """``lr_find``: set up model and data for an LR range test only; output_dir is left alone."""
         self.task, self.args = task, args
         self.accelerator = acc = _make_accelerator(args)
-        resume = [] if lr_find else _resume_candidates(args)
+        resume = [] if lr_find else output_folder.resume_candidates(args)
         self.output_dir = Path(args.output_dir)
         # Only the main process talks to the Hub; it checks token and repo before any training.
         self.repo_id = (hub.prepare_repo(args.hub_model_id, args.output_dir, args.hub_private_repo, args.hub_revision)
@@ -255,13 +233,13 @@ class Trainer:
         # Stepped by us once per optimizer step, so not passed to prepare (which steps it per process).
         self.scheduler = Scheduler(self.optimizer, self.plan.schedule, self.plan.scaled_learning_rate)
         self.state = checkpoints.TrainState()
-        acc.register_for_checkpointing(self.scheduler, self.state)
         self.ema = None
         if args.model_ema and not lr_find:
             self.ema = WeightAverage(acc.unwrap_model(self.model), args.model_ema_decay, args.model_ema_warmup)
-            acc.register_for_checkpointing(self.ema)  # else a resumed run would average from the resumed weights
+        # Not register_for_checkpointing: accelerate unpickles those objects, so a planted file would run code.
+        self.identity = checkpoints.run_identity(args, self.plan.as_dict())
         if resume:
-            loaded = checkpoints.load_checkpoint(acc, resume, self.plan.as_dict(),
+            loaded = checkpoints.load_checkpoint(acc, resume, self.state, self.scheduler, self.ema, self.identity,
                                                  explicit=bool(args.resume_from_checkpoint))
             acc.print(f"Resuming from {loaded} (step {self.state.step})")
         # Asked again after prepare(): FSDP2 replaces parameter objects, so the ids given to the optimizer
@@ -273,14 +251,14 @@ class Trainer:
             return
         if acc.is_main_process:  # touched only now, so a recipe or data mistake leaves no trace
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            # First, so that a run killed from here on leaves a folder that marks itself as fastft's.
+            reporting.write_config(self.output_dir, to_dict(task.task_args, args), self.plan.as_dict())
             checkpoints.remove_partial(self.output_dir)
             if args.overwrite_output_dir and not resume:
                 for old in self.output_dir.glob("checkpoint-*"):
                     shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
         self.log = reporting.RunLog(self.output_dir, acc.is_main_process, self.state.step if resume else None)
-        if acc.is_main_process:
-            reporting.write_config(self.output_dir, to_dict(task.task_args, args), self.plan.as_dict())
         if acc.log_with:
             acc.init_trackers("runs", config={k: v for k, v in to_dict(task.task_args, args).items()
                                                 if isinstance(v, (int, float, str, bool))})
@@ -485,8 +463,8 @@ class Trainer:
     def _checkpoint(self) -> None:
         self.state.elapsed_s = self._elapsed()
         self._t0 = time.perf_counter()
-        checkpoints.save_checkpoint(self.accelerator, self.output_dir, self.state, self.plan.as_dict(),
-                                    self.args.save_total_limit, self.task.greater_is_better)
+        checkpoints.save_checkpoint(self.accelerator, self.output_dir, self.state, self.scheduler, self.ema,
+                                    self.identity, self.args.save_total_limit, self.task.greater_is_better)
         if self.repo_id and self.args.hub_strategy == "every_save":
             with self._averaged_weights():
                 self.task.save_model(self.accelerator.unwrap_model(self.model), self.output_dir)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
-from typing import Callable, TypeVar
+import threading
+from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -16,16 +18,36 @@ class UserError(Exception):
     """
 
 
+class _Terminated(BaseException):
+    """SIGTERM outside the training loop (inside it, fastft.interrupts checkpoints instead)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a script's ``main`` so a ``UserError`` exits with status 2 and one line."""
+    """Wrap a script's ``main``: a ``UserError`` exits with status 2 and one line, and so does a stop signal
+    (130 for Ctrl-C, 143 for SIGTERM) that arrives while loading or saving, not training."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        previous = None
+        if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+            previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return main(*args, **kwargs)
         except UserError as err:
             message = " ".join(str(err).split())  # always one line
             print(f"error: {message}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except (KeyboardInterrupt, _Terminated) as err:
+            name, code = ("Ctrl-C", 130) if isinstance(err, KeyboardInterrupt) else ("SIGTERM", 143)
+            print(f"error: stopped by {name} outside the training loop; the complete checkpoints in output_dir "
+                  f"are intact: run the same command to resume", file=sys.stderr, flush=True)
+            sys.exit(code)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper

@@ -67,6 +67,9 @@ def prepare_repo(hub_model_id: Optional[str], output_dir: str | Path, private: b
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
+        if hub_model_id is None:  # the name came from output_dir, not from the user
+            raise UserError(f"the Hub repo name derived from output_dir ({repo_id!r}) is not valid; set "
+                            f"hub_model_id to user/name or org/name with letters, digits, '-', '_' and '.'") from None
         raise UserError(f"hub_model_id {repo_id!r} is not a valid Hub repo name: use user/name or org/name "
                         f"with letters, digits, '-', '_' and '.'") from None
     namespace = repo_id.split("/")[0]

@@ -6,12 +6,14 @@ the layout their own library reloads.
 """
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Optional
 
 import timm
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from fastft import assets
@@ -19,10 +21,16 @@ from fastft.errors import UserError
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    file = path / "config.json"
+    if not file.is_file():
         return {}
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{file} is not valid JSON ({err}); re-save the model or fix the file") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{file} must hold a JSON object, got {type(config).__name__}")
+    return config
 
 
 def model_family(name: str) -> str:
@@ -38,6 +46,9 @@ def model_family(name: str) -> str:
             return "transformers"
         raise UserError(f"model_name_or_path {name} is a folder without a timm or transformers config.json; "
                         f"point it at a folder saved by fastft, timm or transformers")
+    if path.is_file():
+        raise UserError(f"model_name_or_path {name} is a file; give the folder that holds it and its config.json "
+                        f"(as timm or transformers save a model)")
     if name.startswith(("/", "./", "../", "~")) or path.suffix in (".pth", ".safetensors", ".bin"):
         raise UserError(f"model_name_or_path {name} does not exist; give an existing folder, a timm name "
                         f"or a Hub id such as timm/resnet50.a1_in1k")
@@ -52,8 +63,10 @@ def model_family(name: str) -> str:
             raise UserError(f"could not read config.json of Hub model {name!r} ({type(err).__name__}); "
                             f"check the id and the network, or use a local folder") from None
         return "timm" if "architecture" in config else "transformers"
+    close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=1, cutoff=0.8)
+    hint = f"; did you mean timm's {close[0]!r}?" if close else ""
     raise UserError(f"model_name_or_path {name!r} is neither a local folder, a fastft: asset "
-                    f"({', '.join(assets.MODEL_ASSETS)}), a timm model name nor a Hub id (org/name)")
+                    f"({', '.join(assets.MODEL_ASSETS)}), a timm model name nor a Hub id (org/name){hint}")
 
 
 def _timm_source(name: str) -> str:
@@ -101,7 +114,11 @@ def create_image_classifier(name: str, label_names: list[str], pretrained: bool,
                 _zero_(model.get_classifier())
             return model, resolve_model_data_config(model)
         return _create_transformers(name, label_names, pretrained, zero_init_head)
-    except (OSError, RuntimeError, ValueError) as err:  # no network, missing file, incompatible weights
+    except SafetensorError as err:
+        raise UserError(f"the weights of model_name_or_path {name} are damaged or truncated ({err}); save or "
+                        f"download them again") from None
+    # no network, a missing file, or weights of another architecture (timm's key filters then fail anyhow)
+    except (OSError, RuntimeError, ValueError, KeyError, AttributeError) as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise UserError(f"could not create model {name!r} ({type(err).__name__}: {first}); offline, use a "
                         f"local folder or a fastft: asset") from None

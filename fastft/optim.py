@@ -13,6 +13,12 @@ from fastft.errors import UserError
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 
 
+def check_optimizer_name(name: str) -> None:
+    if name not in timm.optim.list_optimizers():
+        raise UserError(f"optim '{name}' is not a timm optimizer; valid: adamw, sgd, momentum, lamb, "
+                        f"lars, adafactor, ... (timm.optim.list_optimizers())")
+
+
 def build_optimizer(model: nn.Module, args: TrainingArguments, lr: float,
                     head_params: Iterable[nn.Parameter] = ()) -> torch.optim.Optimizer:
     """timm's create_optimizer_v2: no weight decay on biases/norms, layer-wise LR decay via ``lr_scale``.
@@ -23,9 +29,7 @@ def build_optimizer(model: nn.Module, args: TrainingArguments, lr: float,
     Build it before any freezing: timm leaves out parameters that do not
     require grad, and they would never train after unfreezing.
     """
-    if args.optim not in timm.optim.list_optimizers():
-        raise UserError(f"optim '{args.optim}' is not a timm optimizer; valid: adamw, sgd, momentum, lamb, "
-                        f"lars, adafactor, ... (timm.optim.list_optimizers())")
+    check_optimizer_name(args.optim)
     info = timm.optim.get_optimizer_info(args.optim)
     extra = {}
     if info.has_betas:

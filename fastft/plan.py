@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 from fastft.config import TrainingArguments
@@ -90,6 +91,9 @@ def make_plan(args: TrainingArguments, num_train_samples: int, num_processes: in
         total = args.max_steps
     else:
         total = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+    if args.freeze_epochs and args.freeze_epochs * steps_per_epoch >= total:  # a linear probe, if meant
+        warnings.warn(f"freeze_epochs ({args.freeze_epochs}) covers the whole run ({total / steps_per_epoch:g} "
+                      f"epochs): only the head trains, the backbone never does", stacklevel=2)
     if args.warmup_steps < 1:
         warmup = round(args.warmup_steps * total)
     elif float(args.warmup_steps).is_integer():

@@ -17,6 +17,7 @@ TRAIN_LOG = "train_log.jsonl"
 EVAL_LOG = "metrics.jsonl"
 FINAL = "metrics.json"
 CONFIG = "config.yaml"
+CONFIG_HEADER = "# Resolved fastft recipe.\n"  # also what marks a folder as a fastft run's
 
 
 def _clean(value: Any) -> Any:
@@ -38,7 +39,16 @@ def write_config(output_dir: Path, recipe: dict[str, Any], derived: dict[str, An
     text = yaml.safe_dump({k: _clean(v) for k, v in recipe.items()}, sort_keys=False)
     derived_text = yaml.safe_dump({k: _clean(v) for k, v in derived.items()}, sort_keys=False)
     body = "".join(f"#   {line}\n" for line in derived_text.splitlines())
-    (output_dir / CONFIG).write_text(f"# Resolved fastft recipe.\n{text}\n# Derived for this run:\n{body}")
+    (output_dir / CONFIG).write_text(f"{CONFIG_HEADER}{text}\n# Derived for this run:\n{body}")
+
+
+def written_by_fastft(output_dir: Path) -> bool:
+    """Whether a fastft run made this folder: its config.yaml, written first, starts with CONFIG_HEADER."""
+    try:
+        with open(output_dir / CONFIG, encoding="utf-8") as f:
+            return f.readline() == CONFIG_HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -117,7 +117,7 @@ class Schedule:
 
 
 class Scheduler:
-    """Applies a ``Schedule`` to an optimizer's groups; checkpointable through accelerate."""
+    """Applies a ``Schedule`` to an optimizer's groups; its state is one count, saved in fastft_state.json."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule, peak_lr: float):
         self.optimizer, self.schedule, self.peak_lr = optimizer, schedule, peak_lr

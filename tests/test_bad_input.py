@@ -44,29 +44,84 @@ def bad_data(tmp_path_factory, tiny_images) -> Path:
     return root
 
 
-def _recipe(tmp: Path, text: str) -> str:
-    path = tmp / "recipe.yaml"
-    path.write_text(text)
-    return str(path)
+class Fixtures:
+    """What a case's argv builder may use: a fresh folder and the tiny data and model."""
+
+    def __init__(self, tmp: Path, images: Path, model: Path, run: Path):
+        self.tmp, self.images, self.model, self.run = tmp, images, model, run
+
+    def recipe(self, text: str | bytes, name: str = "recipe.yaml") -> str:
+        path = self.tmp / name
+        path.write_bytes(text.encode() if isinstance(text, str) else text)
+        return str(path)
+
+    def model_copy(self, name: str, change=None) -> str:
+        """A copy of the tiny model folder, with ``change(folder)`` applied (a damaged file, ...)."""
+        folder = self.tmp / name
+        shutil.copytree(self.model, folder)
+        if change:
+            change(folder)
+        return str(folder)
+
+    def images_copy(self, name: str, change) -> str:
+        folder = self.tmp / name
+        shutil.copytree(self.images, folder)
+        change(folder)
+        return str(folder)
 
 
-# (case id, extra argv or a function of tmp_path returning argv, substrings the one line must contain)
+def _truncate(file: Path, keep: int = 200) -> None:
+    file.write_bytes(file.read_bytes()[:keep])
+
+
+def _flatten(folder: Path) -> None:  # images right in train/ and test/, no class folders
+    for split in ("train", "test"):
+        for cls in list((folder / split).iterdir()):
+            for image in cls.iterdir():
+                image.rename(folder / split / f"{cls.name}-{image.name}")
+            cls.rmdir()
+
+
+def _keep_classes(*names: str, split: str = "train"):
+    def change(folder: Path) -> None:
+        for cls in (folder / split).iterdir():
+            if cls.name not in names:
+                shutil.rmtree(cls)
+    return change
+
+
+def _string_labels(folder: Path) -> None:
+    for split in ("train", "test"):
+        rows = [{"file_name": f"{cls.name}/{p.name}", "kind": cls.name}
+                for cls in (folder / split).iterdir() for p in cls.iterdir()]
+        (folder / split / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _edit_config(**changes):
+    def change(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        config.update(changes)
+        (folder / "config.json").write_text(json.dumps(config))
+    return change
+
+
+# (case id, extra argv or a function of Fixtures returning argv, substrings the one line must contain)
 CASES = [
-    ("misspelt recipe key", lambda t: ["--config", _recipe(t, "learning_rat: 0.1\n")],
+    ("misspelt recipe key", lambda f: ["--config", f.recipe("learning_rat: 0.1\n")],
      ["unknown field 'learning_rat'", "recipe.yaml", "did you mean 'learning_rate'"]),
     ("misspelt flag", ["--lerning_rate", "0.1"], ["unknown command-line argument '--lerning_rate'", "learning_rate"]),
-    ("wrong type in recipe", lambda t: ["--config", _recipe(t, "learning_rate: fast\n")],
+    ("wrong type in recipe", lambda f: ["--config", f.recipe("learning_rate: fast\n")],
      ["learning_rate in", "recipe.yaml", "must be a number", "'fast'"]),
     ("wrong type on the command line", ["--per_device_train_batch_size", "two"],
      ["per_device_train_batch_size", "command line", "must be an integer"]),
     ("fraction for an integer", ["--seed", "1.5"], ["seed", "must be an integer"]),
     ("negative learning rate", ["--learning_rate", "-0.1"], ["learning_rate", "must be > 0", "-0.1"]),
-    ("zero learning rate in recipe", lambda t: ["--config", _recipe(t, "learning_rate: 0\n")],
+    ("zero learning rate in recipe", lambda f: ["--config", f.recipe("learning_rate: 0\n")],
      ["learning_rate", "must be > 0"]),
     ("invalid choice", ["--lr_scheduler_type", "cosine_annealing"], ["lr_scheduler_type", "one of", "cosine"]),
     ("missing recipe file", ["--config", "recipes/image/nope.yaml"], ["recipe file recipes/image/nope.yaml", "exist"]),
-    ("invalid YAML", lambda t: ["--config", _recipe(t, "learning_rate: [0.1\n")], ["not valid YAML", "line"]),
-    ("recipe that is a list", lambda t: ["--config", _recipe(t, "- learning_rate\n")], ["must be a mapping"]),
+    ("invalid YAML", lambda f: ["--config", f.recipe("learning_rate: [0.1\n")], ["not valid YAML", "line"]),
+    ("recipe that is a list", lambda f: ["--config", f.recipe("- learning_rate\n")], ["must be a mapping"]),
     ("not a model", ["--model_name_or_path", "not a model!!"], ["neither a local folder", "Hub id"]),
     ("missing model folder", ["--model_name_or_path", "./no/such/model"], ["does not exist"]),
     ("imagefolder without data_dir", [], ["dataset_name imagefolder needs data_dir"]),
@@ -89,6 +144,88 @@ CASES = [
     ("non-number milestone", ["--lr_decay_epochs", "30", "sixty"], ["lr_decay_epochs", "number"]),
     ("resume from a folder that does not exist", ["--resume_from_checkpoint", "/no/checkpoint-4"],
      ["resume_from_checkpoint /no/checkpoint-4", "not a folder"]),
+    # -- recipe files --
+    ("recipe not UTF-8", lambda f: ["--config", f.recipe("learning_rate: 0.01\n# caf\xe9\n".encode("latin-1"))],
+     ["recipe.yaml", "not UTF-8", "0xe9"]),
+    ("folder given as --config", lambda f: ["--config", str(f.tmp)], ["is a folder", "YAML file"]),
+    ("recipe sets a key twice", lambda f: ["--config", f.recipe("seed: 1\nseed: 2\n")],
+     ["recipe.yaml", "'seed' twice", "lines 1 and 2"]),
+    ("recipe with two YAML documents", lambda f: ["--config", f.recipe("seed: 1\n---\nseed: 2\n")],
+     ["not valid YAML", "another document"]),
+    ("nested mapping for a number", lambda f: ["--config", f.recipe("weight_decay: {peak: 1}\n")],
+     ["weight_decay", "must be a number"]),
+    ("not a boolean", ["--channels_last", "maybe"], ["channels_last", "true or false", "'maybe'"]),
+    ("cli-only flag in a recipe", lambda f: ["--config", f.recipe("dry_run: true\n")],
+     ["dry_run", "command-line flag only"]),
+    ("hub_token in a recipe", lambda f: ["--config", f.recipe("hub_token: hf_abc\n")],
+     ["'hub_token'", "HF_TOKEN", "hf auth login"]),
+    ("hub_token on the command line", ["--hub_token", "hf_abc"], ["'hub_token'", "HF_TOKEN"]),
+    # -- values --
+    ("infinite learning rate in recipe", lambda f: ["--config", f.recipe("learning_rate: .inf\n")],
+     ["learning_rate", "finite"]),
+    ("infinite learning rate on the command line", ["--learning_rate", "inf"], ["learning_rate", "finite"]),
+    ("learning rate that overflows", lambda f: ["--config", f.recipe("learning_rate: 1e400\n")],
+     ["learning_rate", "finite"]),
+    ("max_steps 0", ["--max_steps", "0"], ["max_steps", "-1", "got 0"]),
+    ("negative max_steps", ["--max_steps", "-5"], ["max_steps", "got -5"]),
+    ("eval_steps without steps evaluation", ["--eval_steps", "5"], ["eval_steps 5", "eval_strategy", "'epoch'"]),
+    ("checkpointing_steps 0", ["--checkpointing_steps", "0"], ["checkpointing_steps", "'0'"]),
+    ("label smoothing of 1", ["--label_smoothing_factor", "1"], ["label_smoothing_factor", "< 1"]),
+    ("fractional warmup above 1", ["--warmup_steps", "1.5"], ["warmup_steps", "whole number", "1.5"]),
+    ("multistep without milestones", ["--lr_scheduler_type", "multistep"], ["multistep needs lr_decay_epochs"]),
+    ("milestones without multistep", ["--lr_decay_epochs", "1"], ["lr_decay_epochs only applies", "'linear'"]),
+    ("negative milestone", ["--lr_scheduler_type", "multistep", "--lr_decay_epochs", "-1"],
+     ["lr_decay_epochs", "> 0"]),
+    ("reference batch without scaling", ["--reference_batch_size", "256", "--lr_scaling", "none"],
+     ["reference_batch_size", "lr_scaling none"]),
+    ("accuracy target in percent", ["--target_metric", "eval_accuracy", "--target_value", "85"],
+     ["target_value 85", "never be reached", "did you mean 0.85?"]),
+    ("negative accuracy target", ["--target_metric", "eval_accuracy", "--target_value", "-0.1"],
+     ["target_value -0.1", "fraction"]),
+    ("every_save push without checkpoints", ["--push_to_hub", "--hub_strategy", "every_save", "--checkpointing_steps", "none"],
+     ["every_save", "checkpointing_steps"]),
+    ("empty output_dir", ["--output_dir", ""], ["output_dir is required"]),
+    # -- trackers --
+    ("unknown tracker", ["--report_to", "bogus"], ["report_to 'bogus'", "tensorboard"]),
+    ("tracker not installed", ["--report_to", "wandb"], ["report_to 'wandb'", "not installed", "pip install wandb"]),
+    ("one bad tracker in a list", ["--report_to", "tensorboard,bogus"], ["report_to 'bogus'"]),
+    # -- image task --
+    ("unknown auto_augment policy", ["--auto_augment", "foo-bar"], ["auto_augment 'foo-bar'", "rand-m9-mstd0.5"]),
+    ("image column holds labels", ["--image_column", "label"], ["image_column 'label'", "int64", "not images"]),
+    ("label column holds images", ["--label_column", "image"], ["label_column 'image'", "not class ids"]),
+    ("held-out share of 1", lambda f: ["--data_dir", f.images_copy("only_train", lambda d: shutil.rmtree(d / "test")),
+                                       "--train_val_split", "1"], ["train_val_split", "< 1"]),
+    ("empty imagefolder", lambda f: ["--data_dir", f.images_copy("empty", lambda d: [
+        shutil.rmtree(c) for s in ("train", "test") for c in (d / s).iterdir()])], ["holds no image files"]),
+    ("images without class folders", lambda f: ["--data_dir", f.images_copy("flat", _flatten)],
+     ["label_column 'label'", "no class for", "data_dir/train/<class>/"]),
+    ("one class folder", lambda f: ["--data_dir", f.images_copy("one", lambda d: [
+        _keep_classes("red", split=s)(d) for s in ("train", "test")])], ["fewer than 2 class folders"]),
+    ("string labels from metadata", lambda f: ["--data_dir", f.images_copy("strings", _string_labels),
+                                               "--label_column", "kind"], ["label_column 'kind'", "string"]),
+    ("data_dir that is a file", lambda f: ["--data_dir", f.recipe("x", "a_file")], ["needs data_dir", "a_file"]),
+    ("unknown dataset asset", ["--dataset_name", "fastft:nope"], ["fastft:nope", "fastft:fashion_mnist"]),
+    # -- models --
+    ("truncated model weights", lambda f: ["--model_name_or_path", f.model_copy(
+        "trunc", lambda d: _truncate(d / "model.safetensors"))], ["trunc", "damaged or truncated"]),
+    ("model config that is not JSON", lambda f: ["--model_name_or_path", f.model_copy(
+        "badcfg", lambda d: (d / "config.json").write_text("{not json"))], ["config.json", "not valid JSON"]),
+    ("model config that is a list", lambda f: ["--model_name_or_path", f.model_copy(
+        "listcfg", lambda d: (d / "config.json").write_text("[1, 2]"))], ["config.json", "JSON object"]),
+    ("model folder without weights", lambda f: ["--model_name_or_path", f.model_copy(
+        "noweights", lambda d: (d / "model.safetensors").unlink())], ["noweights", "No suitable checkpoints"]),
+    ("weights of another architecture", lambda f: ["--model_name_or_path", f.model_copy(
+        "otherarch", _edit_config(architecture="test_resnet"))], ["otherarch", "could not create model"]),
+    ("weights file instead of the folder", lambda f: ["--model_name_or_path", str(f.model / "model.safetensors")],
+     ["is a file", "config.json"]),
+    ("misspelt timm name", ["--model_name_or_path", "resnet5000"], ["'resnet5000'", "did you mean timm's 'resnet50'"]),
+    ("resume from an output_dir", lambda f: ["--resume_from_checkpoint", str(f.run)],
+     ["is an output_dir", "checkpoint-4"]),
+    # -- dry run checks what it can without training --
+    ("dry run with a missing model", ["--dry_run", "--model_name_or_path", "/no/such/model"],
+     ["/no/such/model does not exist"]),
+    ("dry run with an unknown optimizer", ["--dry_run", "--optim", "nope"], ["optim 'nope'"]),
+    ("dry run with a missing data_dir", ["--dry_run", "--data_dir", "/no/such/data"], ["/no/such/data"]),
 ]
 
 
@@ -97,14 +234,14 @@ def test_mistake_gives_one_clear_line(case, extra, expected, tmp_path, tiny_imag
                                       capsys, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no_token"))
-    extra = extra(tmp_path) if callable(extra) else extra
+    extra = extra(Fixtures(tmp_path, tiny_images, tiny_model, unfinished_run)) if callable(extra) else extra
     before = snapshot(unfinished_run)
     # Without the mistake this command would resume the unfinished run (same plan).
     argv = image_argv(unfinished_run, tiny_images, tiny_model, "--max_steps", "4", "--checkpointing_steps", "4")
     if "--config" in extra:  # the command line would override the recipe's mistake
         recipe = Path(extra[extra.index("--config") + 1])
-        keys = {line.split(":")[0].strip("- ") for line in recipe.read_text().splitlines()} if recipe.is_file() else set()
-        for key in keys & {"learning_rate"}:
+        keys = {line.split(":")[0].strip("- ") for line in recipe.read_text(errors="replace").splitlines()} if recipe.is_file() else set()
+        for key in keys & {"learning_rate", "seed"}:
             i = argv.index(f"--{key}")
             del argv[i:i + 2]
     argv += extra

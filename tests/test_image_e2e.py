@@ -155,8 +155,8 @@ def test_time_to_target(tmp_path, tiny_images, tiny_model):
                              "--target_value", "0.0"))
     assert reached["time_to_target_s"] is not None
     assert 0 < reached["time_to_target_s"] <= reached["train_runtime_s"]
-    never = run(image_argv(tmp_path / "b", tiny_images, tiny_model, "--target_metric", "eval_accuracy",
-                           "--target_value", "1.01", "--max_steps", "2"))
+    never = run(image_argv(tmp_path / "b", tiny_images, tiny_model, "--target_metric", "eval_loss",
+                           "--target_value", "0.0", "--max_steps", "2"))
     assert never["time_to_target_s"] is None
 
 

@@ -88,6 +88,10 @@ class Task(abc.ABC):
                 "main_metric": self.main_metric, "metric_type": metric, "metric_name": metric,
                 "load": 'from transformers import AutoModel\n\nmodel = AutoModel.from_pretrained("{repo_id}")'}
 
+    def check_sources(self) -> None:
+        """For --dry_run: refuse local model paths and data files that are missing or unreadable, cheaply
+        (no weights loaded, nothing downloaded)."""
+
     def describe(self) -> list[str]:
         """Extra lines for the dry-run plan."""
         return []

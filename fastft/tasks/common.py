@@ -1,6 +1,7 @@
 """Small pieces several tasks share: picking splits and columns, and classification outputs and accuracy."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import datasets
@@ -39,9 +40,15 @@ def with_eval_split(raw: datasets.DatasetDict, train: datasets.Dataset, args: An
     deterministic train_val_split share of train, stratified when ``label_column`` holds classes; each
     cut to a seeded random subset of at most ``limits`` (max_train_samples, max_eval_samples) rows."""
     if args.eval_split is not None:
-        evaluation = named_split(raw, args, "eval_split", dataset)
-    elif "validation" in raw or "test" in raw:
-        evaluation = raw["validation" if "validation" in raw else "test"]
+        split = args.eval_split
+        named_split(raw, args, "eval_split", dataset)
+    else:
+        split = next((name for name in ("validation", "test") if name in raw), None)
+    if split == args.train_split:
+        warnings.warn(f"the eval split is the training split ({split}): its metrics measure memorisation, not "
+                      f"generalisation; set eval_split to another split", stacklevel=2)
+    if split is not None:
+        evaluation = raw[split]
     else:
         stratify = (label_column if label_column and isinstance(train.features[label_column], datasets.ClassLabel)
                     else None)

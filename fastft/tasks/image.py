@@ -41,7 +41,7 @@ class ImageArguments:
     train_split: str = field("train", "Split to train on.")
     eval_split: Optional[str] = field(None, "Split to evaluate on; unset: validation, else test, else held out.")
     train_val_split: float = field(0.15, "Share of train held out for evaluation when there is no eval split.",
-                                   min=0, max=1, exclusive_min=True)
+                                   min=0, max=1, exclusive_min=True, exclusive_max=True)
     image_column: Optional[str] = field(None, "Column holding the images; unset: detected.")
     label_column: Optional[str] = field(None, "Column holding the class labels; unset: detected.")
     image_size: Optional[int] = field(None, "Input resolution; unset: the model's pretrained size.", min=8)
@@ -94,6 +94,24 @@ class _Images(torch.utils.data.Dataset):
         return self.transform(pixels), int(row[self.label_column])
 
 
+def _kind(feature: Any) -> str:
+    """A column's type in words: int64, string, Image, ..."""
+    return getattr(feature, "dtype", None) or type(feature).__name__
+
+
+def _check_auto_augment(policy: Optional[str]) -> None:
+    """timm rejects an unknown policy with a bare assertion deep in create_transform: build it once here."""
+    if not policy:
+        return
+    from timm.data import create_transform
+
+    try:
+        create_transform(input_size=32, is_training=True, auto_augment=policy)
+    except (AssertionError, ValueError, KeyError, IndexError) as err:
+        raise UserError(f"auto_augment {policy!r} is not a timm policy ({str(err) or type(err).__name__}); use e.g. "
+                        f"rand-m9-mstd0.5, augmix-m5-w4-d2, trivialaugwide, original, v0 or 3a") from None
+
+
 class ImageTask(Task):
     main_metric = "eval_accuracy"
     pipeline_tag = "image-classification"
@@ -102,6 +120,7 @@ class ImageTask(Task):
         super().__init__(task_args, args)
         if not task_args.model_name_or_path:
             raise UserError("model_name_or_path is required: a timm name, Hub id, local folder or fastft: asset")
+        _check_auto_augment(task_args.auto_augment)
         self.label_names: Optional[list[str]] = None
         self.mixup: Optional[MixupCutmix] = None
 
@@ -114,7 +133,11 @@ class ImageTask(Task):
             if not a.data_dir or not Path(a.data_dir).is_dir():
                 raise UserError(f"dataset_name imagefolder needs data_dir, a folder with train/ and test/ or "
                                 f"validation/ class folders; got {a.data_dir!r}")
-            return datasets.load_dataset("imagefolder", data_dir=a.data_dir)
+            try:
+                return datasets.load_dataset("imagefolder", data_dir=a.data_dir)
+            except FileNotFoundError:  # datasets' EmptyDatasetError: no image files at all
+                raise UserError(f"data_dir {a.data_dir} holds no image files; imagefolder reads "
+                                f"data_dir/train/<class>/<image> (and test/ or validation/)") from None
         try:
             return datasets.load_dataset(a.dataset_name, a.dataset_config_name, data_dir=a.data_dir)
         except (FileNotFoundError, ConnectionError, OSError, ValueError) as err:
@@ -126,19 +149,44 @@ class ImageTask(Task):
         a, raw = self.task_args, self._load_raw()
         train = named_split(raw, a, "train_split", a.dataset_name)
         self.image_column = find_column(train, a.image_column, IMAGE_COLUMNS, "image_column")
+        if a.dataset_name == "imagefolder" and a.label_column is None and "label" not in train.column_names:
+            # imagefolder makes no label column from a single class folder, or from none
+            raise UserError(f"data_dir {a.data_dir} has fewer than 2 class folders; imagefolder reads classes "
+                            f"from data_dir/train/<class>/<image>, and a classifier needs at least 2")
         self.label_column = find_column(train, a.label_column, LABEL_COLUMNS, "label_column")
+        image_feature, label_feature = train.features[self.image_column], train.features[self.label_column]
+        if not isinstance(image_feature, datasets.Image):
+            raise UserError(f"image_column {self.image_column!r} holds {_kind(image_feature)}, not images; name the "
+                            f"column of images (this dataset has {', '.join(train.column_names)})")
+        if not (isinstance(label_feature, datasets.ClassLabel) or _kind(label_feature).startswith(("int", "uint"))):
+            raise UserError(f"label_column {self.label_column!r} holds {_kind(label_feature)}, not class ids; name "
+                            f"the column of class labels (this dataset has {', '.join(train.column_names)})")
         limits = (self.args.max_train_samples, self.args.max_eval_samples)
         return with_eval_split(raw, train, a, self.args.seed, a.dataset_name, limits, self.label_column)
 
     def _labels(self, train: datasets.Dataset, evaluation: datasets.Dataset) -> list[str]:
-        feature = train.features[self.label_column]
+        feature, column = train.features[self.label_column], self.label_column
+        train_values, eval_values = train[column], evaluation[column]
+        missing = sum(v is None for v in train_values)
+        if missing:  # imagefolder with the images right in train/: the split folders became "classes"
+            raise UserError(f"label_column {column!r} has no class for {missing} of {len(train_values)} training "
+                            f"images; put each class's images in a folder of its own: data_dir/train/<class>/")
         if isinstance(feature, datasets.ClassLabel):
-            return list(feature.names)
-        values = sorted(set(train[self.label_column]) | set(evaluation[self.label_column]))
-        if not all(isinstance(v, int) and v >= 0 for v in values):
-            raise UserError(f"label_column {self.label_column!r} must hold class ids (0..N-1) or be a "
-                            f"datasets.ClassLabel; found {values[:5]}")
-        return [str(i) for i in range(values[-1] + 1)]
+            names = list(feature.names)
+        else:
+            values = sorted(set(train_values) | set(v for v in eval_values if v is not None))
+            if not all(isinstance(v, int) and v >= 0 for v in values):
+                raise UserError(f"label_column {column!r} must hold class ids (0..N-1) or be a "
+                                f"datasets.ClassLabel; found {values[:5]}")
+            names = [str(i) for i in range(values[-1] + 1)]
+        if len(names) < 2:
+            raise UserError(f"label_column {column!r} has {len(names)} class; a classifier needs at least 2")
+        unseen = sorted(set(eval_values) - set(train_values) - {None})
+        if unseen:  # e.g. max_train_samples cut out a rare class: its accuracy can only be 0
+            count = sum(v in unseen for v in eval_values)
+            warnings.warn(f"{count} evaluation images are of classes no training image has "
+                          f"({', '.join(names[v] for v in unseen[:5])}); the model cannot learn them", stacklevel=2)
+        return names
 
     def num_train_samples(self) -> int:
         a = self.task_args
@@ -198,6 +246,11 @@ class ImageTask(Task):
 
     def head_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
         return head_of(model).parameters()
+
+    def check_sources(self) -> None:
+        name = self.task_args.model_name_or_path
+        if name.count("/") != 1 or Path(name).expanduser().exists():  # a Hub id (org/name) would need the network
+            model_family(name)
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = batch["pixel_values"]
