@@ -30,7 +30,16 @@ def _open_args(source: AudioSource, base_dir: Optional[Path]) -> tuple[Any, str]
     path = Path(source).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
+    # libsndfile says "System error" and "Format not recognised" for these two.
+    if not path.is_file():
+        raise UserError(f"audio file {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    if path.stat().st_size == 0:
+        raise UserError(f"audio file {path} is empty (0 bytes)")
     return path, str(path)
+
+
+def _unreadable(name: str, err: Exception) -> UserError:
+    return UserError(f"cannot read audio {name} ({err}); libsndfile reads WAV, FLAC, OGG and MP3")
 
 
 def read_audio(source: AudioSource, base_dir: Optional[Path] = None) -> tuple[np.ndarray, int]:
@@ -47,7 +56,9 @@ def read_audio(source: AudioSource, base_dir: Optional[Path] = None) -> tuple[np
         try:
             samples, rate = soundfile.read(target, dtype="float32", always_2d=False)
         except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
-            raise UserError(f"cannot read audio {name} ({err}); libsndfile reads WAV, FLAC, OGG and MP3") from None
+            raise _unreadable(name, err) from None
+        if not len(samples):  # a valid header with no frames: the extractor would pad silence, or divide by 0
+            raise UserError(f"audio {name} has no samples (0 frames); remove it from the data")
     if samples.ndim == 2:  # (frames, channels): average the channels, as Whisper's and wav2vec2's training did
         samples = samples.mean(axis=1)
     return np.ascontiguousarray(samples, dtype=np.float32), rate
@@ -77,4 +88,4 @@ def duration_s(source: AudioSource, base_dir: Optional[Path] = None) -> float:
     try:
         return soundfile.info(target).duration
     except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
-        raise UserError(f"cannot read audio {name} ({err}); libsndfile reads WAV, FLAC, OGG and MP3") from None
+        raise _unreadable(name, err) from None

@@ -15,6 +15,7 @@ from torch import nn
 from fastft import speech_assets
 from fastft.assets import is_asset
 from fastft.errors import UserError
+from fastft.text_models import check_model_folder, looks_local
 
 FRAMES_PER_SECOND = 100  # Whisper's log-mel hop: 160 samples at 16 kHz
 
@@ -26,13 +27,23 @@ def resolve(name: str) -> str:
                         f"({', '.join(speech_assets.MODEL_ASSETS)})")
     if is_asset(name):
         return str(speech_assets.model_asset(name))
+    assets = f"a fastft: asset ({', '.join(speech_assets.MODEL_ASSETS)})"
     path = Path(name).expanduser()
-    if path.is_dir():
+    if path.exists():
+        check_model_folder("model_name_or_path", name, f"a Hub id (org/name) or {assets}")
         return str(path)
-    if name.startswith(("/", "./", "../", "~")) or name.count("/") != 1:
-        raise UserError(f"model_name_or_path {name!r} is neither a local folder, a Hub id (org/name) nor a fastft: "
-                        f"asset ({', '.join(speech_assets.MODEL_ASSETS)})")
+    if looks_local(name) or name.count("/") != 1:
+        what = f"{name} does not exist: it is" if looks_local(name) else f"{name!r} is"
+        raise UserError(f"model_name_or_path {what} neither a local folder, a Hub id (org/name) nor {assets}")
     return name
+
+
+def _check_rate(extractor: Any, name: str) -> None:
+    """Clips are resampled to the extractor's rate: a nonsense one fails only inside the data loader."""
+    rate = getattr(extractor, "sampling_rate", None)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0 or not float(rate).is_integer():
+        raise UserError(f"the feature extractor of {name} has sampling_rate {rate!r}; it must be a positive whole "
+                        f"number of Hz, e.g. 16000 (fix it in the folder's preprocessor/processor config)")
 
 
 @contextlib.contextmanager
@@ -55,6 +66,7 @@ def load_speech_seq2seq(name: str) -> tuple[nn.Module, Any]:
         model = AutoModelForSpeechSeq2Seq.from_pretrained(source, dtype=torch.float32)
     if not hasattr(processor, "tokenizer") or not hasattr(processor, "feature_extractor"):
         raise UserError(f"model {name!r} has no speech processor (feature extractor + tokenizer) saved with it")
+    _check_rate(processor.feature_extractor, name)
     return model, processor
 
 
@@ -74,6 +86,7 @@ def load_audio_classifier(name: str, label_names: list[str], zero_init_head: boo
         extractor = AutoFeatureExtractor.from_pretrained(source)
         model, info = AutoModelForAudioClassification.from_pretrained(
             source, ignore_mismatched_sizes=True, output_loading_info=True, dtype=torch.float32, **labels)
+    _check_rate(extractor, name)
     mismatched = {m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys", ())}
     new = set(info.get("missing_keys", ())) | mismatched
     if zero_init_head:

@@ -7,7 +7,9 @@ multilingual tokenizer (mBART, NLLB) switched to the task's language codes.
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,9 +26,70 @@ class LoadedSeq2Seq:
     new_parameters: set[str]  # names (in model) of weights a warm start initialised anew
 
 
+PATH_PREFIXES = ("/", "./", "../", "~")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
+
+
+def looks_local(name: str) -> bool:
+    """Meant as a local path, not a Hub id: transformers would call a missing one a malformed repo id."""
+    return name.startswith(PATH_PREFIXES) or Path(name).suffix in WEIGHT_SUFFIXES or name.count("/") > 1
+
+
+def check_model_folder(field_name: str, name: str, valid: str, config: bool = True, weights: bool = True) -> None:
+    """A UserError naming the path or file when ``name`` is a local model that cannot load; Hub ids pass.
+
+    Done before transformers sees the folder: for a missing path it blames the repo id's form, for a
+    truncated safetensors file it raises from deep inside its loader. ``valid`` says what else would do;
+    ``config`` False allows a folder without config.json (a tokenizer's); ``weights`` False skips the weight
+    files (a tokenizer, or a from-scratch architecture).
+    """
+    path = Path(name).expanduser()
+    if not path.exists():
+        if looks_local(name):
+            raise UserError(f"{field_name} {name} does not exist; give an existing folder, {valid}")
+        return
+    if not path.is_dir():
+        raise UserError(f"{field_name} {name} is a file; give the folder that holds it, with its config.json")
+    for file in sorted(path.glob("*.json")):  # config, generation_config, tokenizer, preprocessor_config, ...
+        try:
+            content = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            where = f"line {err.lineno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else "not UTF-8"
+            raise UserError(f"{file} is not valid JSON ({where}); download or save the model again") from None
+        if file.name == "config.json" and not (isinstance(content, dict) and content.get("model_type")):
+            raise UserError(f"{file} names no model_type, so transformers cannot tell which model it is; "
+                            f"re-save the model with save_pretrained")
+    if config and not (path / "config.json").is_file():
+        raise UserError(f"{field_name} {name} has no config.json: not a transformers model folder (give the "
+                        f"folder save_pretrained wrote, or {valid})")
+    if weights:
+        from safetensors import SafetensorError, safe_open
+
+        for file in sorted(path.glob("*.safetensors")):
+            try:  # reads the header and checks that the file holds every tensor it lists
+                with safe_open(str(file), framework="pt"):
+                    pass
+            except (SafetensorError, OSError) as err:
+                raise UserError(f"{file} is damaged or truncated ({err}); download or save the model "
+                                f"again") from None
+
+
 def resolve(name: str) -> str:
     """A ``fastft:`` text asset to its folder; anything else (Hub id, folder) as given."""
     return str(text_assets.model_asset(name)) if text_assets.is_asset(name) else name
+
+
+def _valid() -> str:
+    return f"a Hub id (online) or {', '.join(text_assets.MODEL_ASSETS)}"
+
+
+def check_names(task_args: Any) -> None:
+    """Every model and tokenizer path of the recipe exists and can load, before anything is loaded."""
+    for field_name in ("model_name_or_path", "encoder_name_or_path", "decoder_name_or_path", "tokenizer_name"):
+        name = getattr(task_args, field_name, None)
+        if name and not text_assets.is_asset(name):
+            model = field_name != "tokenizer_name"
+            check_model_folder(field_name, name, _valid(), config=model, weights=model and task_args.pretrained)
 
 
 def _quietly(load, *args, **kwargs):
@@ -49,7 +112,7 @@ def _load(what: str, name: str, load, *args, **kwargs):
         return _quietly(load, resolve(name), *args, **kwargs)
     except (OSError, ValueError, KeyError) as err:  # offline, missing repo, not a model of that kind
         raise UserError(f"could not load {what} {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
-                        f"give a local folder, a Hub id (online) or {', '.join(text_assets.MODEL_ASSETS)}") from None
+                        f"give a local folder, {_valid()}") from None
 
 
 def _drop_pooler(encoder: nn.Module | None) -> None:
@@ -158,6 +221,7 @@ def load_seq2seq(task_args: Any) -> LoadedSeq2Seq:
     from transformers import AutoConfig, AutoTokenizer
 
     a = task_args
+    check_names(a)
     name = a.model_name_or_path or a.encoder_name_or_path
     field_name = "model_name_or_path" if a.model_name_or_path else "encoder_name_or_path"
 

@@ -229,6 +229,9 @@ class AsrTask(Seq2SeqTask):
         positions = speech_models.whisper_window_s(self._model) * speech_models.FRAMES_PER_SECOND // 2
         return positions * self._model.config.d_model * 4 / 2**20
 
+    def check_sources(self) -> None:
+        speech_models.resolve(self.task_args.model_name_or_path)
+
     def describe(self) -> list[str]:
         a = self.task_args
         tricks = [f"label_smoothing={self.args.label_smoothing_factor}" if self.args.label_smoothing_factor else "",

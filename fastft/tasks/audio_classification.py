@@ -147,6 +147,9 @@ class AudioClassificationTask(Task):
                 "load": 'from transformers import pipeline\n\n'
                         'classifier = pipeline("audio-classification", model="{repo_id}")'}
 
+    def check_sources(self) -> None:
+        speech_models.resolve(self.task_args.model_name_or_path)
+
     def describe(self) -> list[str]:
         a = self.task_args
         tricks = [f"mixup_alpha={a.mixup_alpha}" if a.mixup_alpha else "",

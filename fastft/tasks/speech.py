@@ -33,7 +33,7 @@ class SpeechArguments(Seq2SeqArguments):
     train_split: str = field("train", "Split to train on.")
     eval_split: Optional[str] = field(None, "Split to evaluate on; unset: validation, else test, else held out.")
     train_val_split: float = field(0.15, "Share of train held out for evaluation when there is no eval split.",
-                                   min=0, max=1, exclusive_min=True)
+                                   min=0, max=1, exclusive_min=True, exclusive_max=True)
     audio_column: Optional[str] = field(None, "Column holding the audio (datasets Audio or a file path); unset: "
                                               "detected.")
     text_column: Optional[str] = field(None, "asr: column holding the transcripts; unset: detected.")

@@ -1,10 +1,12 @@
 """Speech datasets for both speech tasks: Hub names, audiofolder, csv/json files or fastft: assets.
 
 Audio columns stay undecoded (paths or ``{"bytes", "path"}``); ``fastft.audio``
-decodes and resamples one example at a time in the data loader.
+decodes and resamples one example at a time in the data loader. Local data files
+are read once with the stdlib first (``fastft.data_files``).
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -16,6 +18,7 @@ from fastft import speech_assets
 from fastft.assets import is_asset
 from fastft.audio import duration_s, load_audio
 from fastft.errors import UserError
+from fastft.data_files import check_same_columns, load_local, scan_data_file
 from fastft.tasks.common import find_column, named_split, with_eval_split
 
 AUDIO_COLUMNS = ("audio", "path", "file", "file_name", "filename", "audio_path", "audio_filepath")
@@ -43,6 +46,9 @@ class SpeechData:
             path = getattr(self.a, name)
             if path is None:
                 continue
+            if Path(path).is_dir():
+                raise UserError(f"{name} {path} is a folder; give a csv or json/jsonl file (for a folder of audio, "
+                                f"use dataset_name audiofolder with data_dir)")
             if not Path(path).is_file():
                 raise UserError(f"{name} {path} does not exist; give a csv or json/jsonl file with an audio path "
                                 f"column and a text or label column")
@@ -80,7 +86,9 @@ class SpeechData:
         if is_asset(name):
             return speech_assets.dataset_asset(name)
         if files:
-            raw = datasets.load_dataset(name, data_files={k: str(v) for k, v in files.items()})
+            check_same_columns({f"{split}_file {path}": scan_data_file(f"{split}_file", path, name)
+                                for split, path in files.items()})
+            raw = load_local(name, files)
             # Paths in a file are relative to that file's folder, wherever the script runs from.
             return datasets.DatasetDict({k: _absolute_paths(ds, a.audio_column, files[k].parent)
                                          for k, ds in raw.items()})
@@ -106,24 +114,49 @@ class SpeechData:
         train = named_split(raw, a, "train_split", self.name())
         self.audio_column = find_column(train, a.audio_column, AUDIO_COLUMNS, "audio_column")
         self.target_column = find_column(train, getattr(a, target_field), target_candidates, target_field)
+        feature = train.features[self.target_column]
+        if target_field == "text_column" and not (isinstance(feature, datasets.Value) and "string" in feature.dtype):
+            raise UserError(f"text_column {self.target_column!r} holds {getattr(feature, 'dtype', feature)}, not "
+                            f"transcripts; set text_column to the column of texts")
         # Cut to max_*_samples before the duration filter, as HF's scripts do: filtering a whole Hub
         # split would read every header.
         train, evaluation = with_eval_split(raw, train, a, self.seed, self.name(), (self.max_train, self.max_eval),
                                             self.target_column)
         return self._prepare(train, "training"), self._prepare(evaluation, "evaluation")
 
+    def _origin(self, which: str) -> str:
+        """Where the ``which`` (training or evaluation) clips come from, for messages."""
+        files = self.files()
+        if not files:
+            return f"dataset {self.name()}" + (f" {self.a.data_dir}" if self.a.data_dir else "")
+        if which == "training" or "validation" not in files:
+            return f"train_file {files['train']}" + ("" if which == "training" else " (held out)")
+        return f"validation_file {files['validation']}"
+
     def _prepare(self, ds: datasets.Dataset, which: str) -> datasets.Dataset:
         if self.target_column not in ds.column_names or self.audio_column not in ds.column_names:
             raise UserError(f"the {which} split lacks column {self.audio_column!r} or {self.target_column!r}; "
                             f"it has {', '.join(ds.column_names)}")
-        if isinstance(ds.features[self.audio_column], datasets.Audio):
+        feature = ds.features[self.audio_column]
+        paths = isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+        if isinstance(feature, datasets.Audio):
             # datasets' own decoder needs torchcodec + FFmpeg; fastft.audio reads the bytes instead.
             ds = ds.cast_column(self.audio_column, datasets.Audio(decode=False))
+        elif not paths:
+            raise UserError(f"audio_column {self.audio_column!r} of {self._origin(which)} holds {feature}, not audio "
+                            f"or paths of audio files; set audio_column")
+        ds = self._drop_empty_targets(ds, which)
         low, high = self.a.min_duration_s, self.max_duration
+        # Local files are all checked now, not one by one mid-training after output_dir was written.
+        durations = self._local_durations(ds[self.audio_column], which) if paths else None
         if low > 0 or high is not None:
-            column = self.audio_column
-            keep = ds.filter(lambda batch: [low <= duration_s(x) <= (high or np.inf) for x in batch[column]],
-                             batched=True, batch_size=256, desc="duration filter")
+            if durations is not None:
+                keep = ds.select([i for i, d in enumerate(durations) if low <= d <= (high or np.inf)])
+            else:
+                column = self.audio_column
+                keep = ds.filter(lambda batch: [low <= _seconds(x, column, low) <= (high or np.inf)
+                                                for x in batch[column]], batched=True, batch_size=256,
+                                 desc="duration filter")
             if len(ds) and not len(keep):
                 raise UserError(f"no {which} clip lasts between min_duration_s {low} and max_duration_s {high}; "
                                 f"widen them")
@@ -131,6 +164,51 @@ class SpeechData:
         if not len(ds):
             raise UserError(f"the {which} split of {self.name()} is empty")
         return ds
+
+    def _drop_empty_targets(self, ds: datasets.Dataset, which: str) -> datasets.Dataset:
+        """Without the clips whose transcript or label is missing or blank, with a warning that counts them.
+
+        An empty transcript trains the model to stop at once, and a missing label has no class to learn.
+        """
+        column = self.target_column
+        missing = -1 if isinstance(ds.features[column], datasets.ClassLabel) else None  # datasets' "no label"
+        keep = [i for i, t in enumerate(ds[column])
+                if t is not None and t != missing and not (isinstance(t, str) and not t.strip())]
+        if len(keep) == len(ds):
+            return ds
+        origin = self._origin(which)
+        if not keep:
+            raise UserError(f"every {which} clip of {origin} has an empty {column!r}; check the column "
+                            f"(text_column or label_column)")
+        warnings.warn(f"dropping {len(ds) - len(keep)} of {len(ds)} {which} clips of {origin} whose {column!r} is "
+                      f"empty", stacklevel=2)
+        return ds.select(keep)
+
+    def _local_durations(self, paths: list[Optional[str]], which: str) -> list[float]:
+        """Seconds of each clip; one error naming the first missing, unreadable or empty one, and how many."""
+        durations, bad, first = [], 0, ""
+        for path in paths:
+            try:
+                seconds = _seconds(path, self.audio_column, self.a.min_duration_s)
+            except UserError as err:
+                bad, first, seconds = bad + 1, first or str(err), 0.0
+            durations.append(seconds)
+        if bad:
+            relative = " (paths are relative to the file's folder)" if self.files() else ""
+            raise UserError(f"{first}; {bad} of {len(paths)} {which} clips of {self._origin(which)} cannot be "
+                            f"used: fix or remove them{relative}")
+        return durations
+
+
+def _seconds(clip: Any, column: str, min_duration_s: float) -> float:
+    """Seconds of a clip (a path or datasets' audio dict); a UserError for one that cannot be trained on."""
+    if not clip:
+        raise UserError(f"a row has no audio path in column {column!r}")
+    seconds = duration_s(clip)
+    if seconds == 0 and min_duration_s == 0:  # else the duration filter drops it
+        name = (clip.get("path") or "<audio bytes>") if isinstance(clip, dict) else clip
+        raise UserError(f"audio {name} has no samples (0 frames)")
+    return seconds
 
 
 def _split_name(folder: str) -> Optional[str]:
@@ -154,8 +232,9 @@ def load_audiofolder(root: Path) -> datasets.DatasetDict:
     for split, folder in splits.items():
         metadata = next((folder / m for m in ("metadata.csv", "metadata.jsonl") if (folder / m).is_file()), None)
         if metadata is not None:
-            table = datasets.load_dataset("csv" if metadata.suffix == ".csv" else "json", data_files=str(metadata),
-                                          split="train")
+            builder = "csv" if metadata.suffix == ".csv" else "json"
+            scan_data_file("metadata file", metadata, builder)
+            table = load_local(builder, {"train": metadata})["train"]
             if "file_name" not in table.column_names:
                 raise UserError(f"{metadata} needs a file_name column with the audio paths (relative to it)")
             rows = table.to_dict()
@@ -177,8 +256,8 @@ def load_audiofolder(root: Path) -> datasets.DatasetDict:
 
 def _absolute_paths(ds: datasets.Dataset, column: Optional[str], base: Path) -> datasets.Dataset:
     column = find_column(ds, column, AUDIO_COLUMNS, "audio_column")
-    if isinstance(ds.features[column], datasets.Audio):
-        return ds
+    if ds.features[column] not in (datasets.Value("string"), datasets.Value("large_string")):
+        return ds  # audio, or not paths at all (SpeechData._prepare names that)
 
     def absolute(batch: dict[str, list]) -> dict[str, list]:
         return {column: [p if p is None or Path(p).is_absolute() else str(base / p) for p in batch[column]]}

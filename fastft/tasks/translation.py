@@ -8,6 +8,7 @@ Rothe et al. 2020). Scored by generation on sacreBLEU (main) and chrF.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -16,12 +17,13 @@ import torch
 from torch import nn
 
 from fastft import text_assets
+from fastft.data_files import check_same_columns, json_kind, load_local, scan_data_file
 from fastft.config import TrainingArguments, field
 from fastft.errors import UserError
 from fastft.metrics import load_metric
 from fastft.tasks.common import named_split, with_eval_split
 from fastft.tasks.seq2seq import Seq2SeqArguments, Seq2SeqTask
-from fastft.text_models import load_seq2seq
+from fastft.text_models import check_names, load_seq2seq
 
 DEFAULT_DATASET = "fastft:gettext_en_de"
 # Train-set sizes of well-known Hub datasets (name, config), so a dry run plans without downloading them.
@@ -58,7 +60,7 @@ class TranslationArguments(Seq2SeqArguments):
     train_split: str = field("train", "Split to train on.")
     eval_split: Optional[str] = field(None, "Split to evaluate on; unset: validation, else test, else held out.")
     train_val_split: float = field(0.05, "Share of train held out for evaluation when there is no eval split.",
-                                   min=0, max=1, exclusive_min=True)
+                                   min=0, max=1, exclusive_min=True, exclusive_max=True)
     source_column: Optional[str] = field(None, "Column of source texts, for data without a translation column; "
                                                "unset: the column named source_lang.")
     target_column: Optional[str] = field(None, "Column of target texts, for data without a translation column; "
@@ -67,6 +69,10 @@ class TranslationArguments(Seq2SeqArguments):
                                            "faster steps, pretrained vectors for rare words.")
     eval_lowercase: bool = field(False, "Case-insensitive BLEU and chrF (sacrebleu --lowercase), e.g. for an "
                                         "uncased target tokenizer.")
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 class _Pairs(torch.utils.data.Dataset):
@@ -132,6 +138,8 @@ class TranslationTask(Seq2SeqTask):
             path = getattr(a, name)
             if path is None:
                 continue
+            if Path(path).is_dir():
+                raise UserError(f"{name} {path} is a folder; give a json, jsonl or csv file of pairs")
             if not Path(path).is_file():
                 raise UserError(f"{name} {path} does not exist; give a json, jsonl or csv file of pairs")
             files[split] = str(path)
@@ -154,15 +162,19 @@ class TranslationTask(Seq2SeqTask):
         if files:
             if "train" not in files:
                 raise UserError("train_file is required with local files (validation_file/test_file are for eval)")
-            loader = dict(path=name, data_files=files)
-        elif text_assets.is_asset(name):
+            scanned = {f"{split}_file {path}": scan_data_file(f"{split}_file", Path(path), name, self._row_problem)
+                       for split, path in files.items()}
+            check_same_columns(scanned)
+            # As text: pandas would read a column of digits as numbers, which a tokenizer refuses.
+            features = datasets.Features({c: datasets.Value("string") for c in next(iter(scanned.values()))}) \
+                if name == "csv" else None
+            return load_local(name, {k: Path(v) for k, v in files.items()}, features=features)
+        if text_assets.is_asset(name):
             return text_assets.dataset_asset(name)
-        elif name in ("json", "csv"):
+        if name in ("json", "csv"):
             raise UserError(f"dataset_name {name} needs train_file (and validation_file or test_file)")
-        else:
-            loader = dict(path=name, name=a.dataset_config_name)
         try:
-            return datasets.load_dataset(**loader)
+            return datasets.load_dataset(path=name, name=a.dataset_config_name)
         except (FileNotFoundError, ConnectionError, OSError, ValueError, datasets.exceptions.DatasetGenerationError) \
                 as err:
             raise UserError(f"could not load dataset {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}"
@@ -172,13 +184,62 @@ class TranslationTask(Seq2SeqTask):
         a, raw, name = self.task_args, self._load_raw(), self._dataset()
         train, evaluation = with_eval_split(raw, named_split(raw, a, "train_split", name), a, self.args.seed, name,
                                             (self.args.max_train_samples, self.args.max_eval_samples))
+        eval_split = a.eval_split or next((s for s in ("validation", "test") if s in raw), None)  # as with_eval_split
+        train = self._drop_empty(train, "training", self._origin(a.train_split))
+        evaluation = self._drop_empty(evaluation, "evaluation", self._origin(eval_split) if eval_split else
+                                      f"{self._origin(a.train_split)} (held out)")
         if not len(train) or not len(evaluation):
             raise UserError(f"dataset {name} gives {len(train)} training and {len(evaluation)} evaluation "
                             f"pairs; both need at least one")
         return train, evaluation
 
-    def _pair_reader(self, ds: datasets.Dataset) -> Callable[[dict], tuple[str, str]]:
-        """How to read (source, target) from a row: translation dicts, or two text columns."""
+    def _origin(self, split: str) -> str:
+        """What a split was read from, for messages."""
+        files = self._files()
+        return f"{split}_file {files[split]}" if split in files else f"the {split} split of {self._dataset()}"
+
+    def _drop_empty(self, ds: datasets.Dataset, which: str, origin: str) -> datasets.Dataset:
+        """Without the pairs whose source or target is empty, with a warning that counts them.
+
+        An empty target teaches the model to stop at once; an empty source, to make a translation up.
+        """
+        if not len(ds):
+            return ds
+        columns, read = self._reader(ds)
+        kept = ds.filter(lambda *values: [all(t.strip() for t in read(*row)) for row in zip(*values)],
+                         input_columns=columns, batched=True, desc="empty pairs")
+        if not len(kept):
+            raise UserError(f"every {which} pair of {origin} has an empty source or target text")
+        if len(kept) < len(ds):
+            warnings.warn(f"dropping {len(ds) - len(kept)} of {len(ds)} {which} pairs of {origin} whose source or "
+                          f"target text is empty", stacklevel=2)
+        return kept
+
+    def _row_problem(self, row: dict) -> Optional[str]:
+        """What keeps a row of a local file from being a pair, or None; empty texts are dropped later."""
+        a = self.task_args
+        named = a.source_column or a.target_column
+        if not named and "translation" in row:
+            pair, where = row["translation"], "its translation"
+            if not isinstance(pair, dict):
+                return f"its translation is {json_kind(pair)}, not an object of language: text"
+            keys = (("source_lang", a.source_lang), ("target_lang", a.target_lang))
+        else:
+            pair, where = row, "it"
+            keys = (("source_column", a.source_column or a.source_lang),
+                    ("target_column", a.target_column or a.target_lang))
+        for field_name, key in keys:
+            if key not in pair:
+                # Unless columns are named, a row without a translation object must hold the languages as columns.
+                wanted = f"{field_name} {key!r}" if named or pair is not row else f"translation (nor a column {key!r})"
+                return f"{where} has no {wanted}; it has {', '.join(map(str, pair)) or 'nothing'}"
+            if pair[key] is not None and not isinstance(pair[key], str):
+                return f"{where} holds {json_kind(pair[key])} as {key!r}, not text"
+        return None
+
+    def _reader(self, ds: datasets.Dataset) -> tuple[list[str], Callable[..., tuple[str, str]]]:
+        """The columns a pair is read from, and (source, target) from their values: a translation column of
+        language: text, or two text columns. A missing text reads as empty."""
         a, columns = self.task_args, ds.column_names
         if a.source_column or a.target_column or "translation" not in columns:
             source = a.source_column or a.source_lang
@@ -187,15 +248,30 @@ class TranslationTask(Seq2SeqTask):
                 if column not in columns:
                     raise UserError(f"{name} {column!r} is not a column of the dataset (no translation column "
                                     f"either); it has {', '.join(columns)}")
-            return lambda row: (row[source] or "", row[target] or "")
+            return [source, target], lambda s, t: (_text(s), _text(t))
         feature = ds.features["translation"]
-        langs = list(feature.languages) if isinstance(feature, datasets.Translation) else list(feature)
+        if isinstance(feature, datasets.Value):
+            raise UserError(f"the translation column holds {feature.dtype}, not language: text pairs; set "
+                            f"source_column and target_column")
+        # A Json feature (rows with different languages) has no language list: each row is read as it is.
+        langs = list(feature.languages) if isinstance(feature, datasets.Translation) else \
+            list(feature) if isinstance(feature, dict) else None
         for name in ("source_lang", "target_lang"):
-            if getattr(a, name) not in langs:
+            if langs is not None and getattr(a, name) not in langs:
                 raise UserError(f"{name} {getattr(a, name)!r} is not a language of the translation column; "
                                 f"it has {', '.join(map(str, langs))}")
         src, tgt = a.source_lang, a.target_lang
-        return lambda row: (row["translation"][src] or "", row["translation"][tgt] or "")
+
+        def read(pair: Any) -> tuple[str, str]:
+            pair = pair if isinstance(pair, dict) else {}
+            return _text(pair.get(src)), _text(pair.get(tgt))
+
+        return ["translation"], read
+
+    def _pair_reader(self, ds: datasets.Dataset) -> Callable[[dict], tuple[str, str]]:
+        """How to read (source, target) from a row."""
+        columns, read = self._reader(ds)
+        return lambda row: read(*(row[c] for c in columns))
 
     def num_train_samples(self) -> int:
         a = self.task_args
@@ -241,6 +317,10 @@ class TranslationTask(Seq2SeqTask):
             if self.task_args.freeze_embeddings:
                 freeze_embeddings(self._model, len(self.tokenizer))
         return self._model
+
+    def check_sources(self) -> None:
+        check_names(self.task_args)
+        self._files()
 
     def head_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
         """The weights a warm start initialised anew (cross-attention, LM-head transform)."""
