@@ -204,6 +204,9 @@ class Trainer:
         """``lr_find``: set up model and data for an LR range test only; output_dir is left alone."""
         self.task, self.args = task, args
         self.accelerator = acc = _make_accelerator(args)
+        if lr_find:  # it writes only lr_find.json and plots/lr_find.png, but not into someone else's folder
+            output_folder.check_writable(Path(args.output_dir))
+            output_folder.check_foreign(Path(args.output_dir))
         resume = [] if lr_find else output_folder.resume_candidates(args)
         self.output_dir = Path(args.output_dir)
         # Only the main process talks to the Hub; it checks token and repo before any training.

@@ -42,6 +42,9 @@ def check_foreign(out: Path) -> None:
     if not out.is_dir() or reporting.written_by_fastft(out):
         return
     found = sorted(p.name for p in out.iterdir())
+    plots = {p.name for p in (out / "plots").iterdir()} if (out / "plots").is_dir() else set()
+    if set(found) <= {"lr_find.json", "plots"} and plots <= {"lr_find.png"}:  # what --lr_find alone leaves
+        return
     if found:
         shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
         raise UserError(f"output_dir {out} holds files that fastft did not write ({shown}); fastft never writes "

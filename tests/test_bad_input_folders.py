@@ -79,6 +79,18 @@ def test_an_output_dir_that_cannot_be_written_fails_before_training(out, expecte
     assert snapshot(tiny_images) == before and not Path("/sys/fastft-read-only").exists()
 
 
+def test_lr_find_refuses_a_foreign_folder_and_its_own_folder_can_then_train(tmp_path, tiny_images, tiny_model,
+                                                                          capsys):
+    foreign = _foreign(tmp_path, tiny_images, tiny_model)
+    with pytest.raises(SystemExit):
+        main(ImageTask, ImageArguments, image_argv(foreign, tiny_images, tiny_model, "--lr_find", "--lr_find_steps", "5"))
+    assert "notes.txt" in one_error_line(capsys) and sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    out = tmp_path / "sweep_then_train"
+    main(ImageTask, ImageArguments, image_argv(out, tiny_images, tiny_model, "--lr_find", "--lr_find_steps", "5"))
+    final = main(ImageTask, ImageArguments, image_argv(out, tiny_images, tiny_model, "--max_steps", "2"))
+    assert final["total_steps"] == 2 and (out / "lr_find.json").is_file()
+
+
 def test_a_fastft_run_folder_with_a_users_extra_file_is_resumed_and_the_file_kept(tmp_path, tiny_images,
                                                                                  tiny_model):
     out = tmp_path / "run"

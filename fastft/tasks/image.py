@@ -181,7 +181,7 @@ class ImageTask(Task):
             names = [str(i) for i in range(values[-1] + 1)]
         if len(names) < 2:
             raise UserError(f"label_column {column!r} has {len(names)} class; a classifier needs at least 2")
-        unseen = sorted(set(eval_values) - set(train_values) - {None})
+        unseen = sorted(v for v in set(eval_values) - set(train_values) if v is not None and 0 <= v < len(names))
         if unseen:  # e.g. max_train_samples cut out a rare class: its accuracy can only be 0
             count = sum(v in unseen for v in eval_values)
             warnings.warn(f"{count} evaluation images are of classes no training image has "
