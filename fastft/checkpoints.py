@@ -50,7 +50,14 @@ FREE_FIELDS = frozenset({
     "dataloader_num_workers", "auto_find_batch_size", "push_to_hub", "hub_model_id", "hub_private_repo",
     "hub_revision", "hub_strategy", "lr_find", "lr_find_start", "lr_find_end", "lr_find_steps", "dry_run",
     "world_size",
+    # task fields that change only how a run is evaluated
+    "eval_split", "validation_file", "test_file", "eval_crop_pct", "num_beams", "max_new_tokens",
+    "eval_before_training", "eval_lowercase", "text_normalization",
 })
+# Paths may change for a good reason (a moved folder): said in a warning, not refused. A different model
+# still fails to load its checkpoint, and other data still changes num_train_samples in most cases.
+PATH_FIELDS = frozenset({"model_name_or_path", "encoder_name_or_path", "decoder_name_or_path", "tokenizer_name",
+                         "data_dir", "train_file"})
 
 
 @dataclasses.dataclass
@@ -95,9 +102,10 @@ class TrainState:
             setattr(self, name, value)
 
 
-def run_identity(args: TrainingArguments, plan: dict[str, Any]) -> dict[str, Any]:
+def run_identity(args: TrainingArguments, plan: dict[str, Any], task_args: Any = None) -> dict[str, Any]:
     """What a resume must share with its checkpoint, as the marker stores it (JSON values)."""
-    recipe = {k: v for k, v in to_dict(args).items() if k not in FREE_FIELDS}
+    fields = to_dict(task_args, args) if task_args is not None else to_dict(args)
+    recipe = {k: v for k, v in fields.items() if k not in FREE_FIELDS}
     return json.loads(json.dumps({"plan": {k: plan[k] for k in PLAN_KEYS}, "recipe": recipe}))
 
 
@@ -241,12 +249,13 @@ def candidates(output_dir: str | Path, resume_from_checkpoint: Optional[str]) ->
     return list_checkpoints(output_dir)[::-1]
 
 
-def _changes(marker: dict[str, Any], identity: dict[str, Any]) -> list[str]:
-    """``field old -> new`` for each recorded value this run differs in; a key an older marker lacks is not checked."""
+def _changes(marker: dict[str, Any], identity: dict[str, Any]) -> dict[str, str]:
+    """``field: "field old -> new"`` for each recorded value this run differs in; a key an older marker lacks
+    is not checked."""
     # The plan's value wins over the recipe's: model_ema_decay is None in the plan when model_ema is off.
     saved = {**marker.get("recipe", {}), **marker.get("plan", {})}
     now = {**identity["recipe"], **identity["plan"]}
-    return [f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and saved[k] != now[k]]
+    return {k: f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and saved[k] != now[k]}
 
 
 def load_checkpoint(accelerator: Accelerator, paths: list[Path], state: TrainState, scheduler: Scheduler,
@@ -263,10 +272,14 @@ def load_checkpoint(accelerator: Accelerator, paths: list[Path], state: TrainSta
             _refuse_pickles(path)
             marker = _read_marker(path)
             changed = _changes(marker, identity)
-            if changed:  # the same in every checkpoint of a run: not skipped, refused
-                raise UserError(f"checkpoint {path} was made with other training values ({'; '.join(changed)}); "
+            refused = [text for field, text in changed.items() if field not in PATH_FIELDS]
+            if refused:  # the same in every checkpoint of a run: not skipped, refused
+                raise UserError(f"checkpoint {path} was made with other training values ({'; '.join(refused)}); "
                                 f"resume with the original recipe and world size, or pass --overwrite_output_dir "
                                 f"true to start afresh")
+            for field, text in changed.items():
+                warnings.warn(f"resuming {path} with {text}; the run goes on from the checkpoint's weights as "
+                              f"if the path had not changed", stacklevel=2)
             _check_weights(path, ema is not None)
         except _Unusable as err:
             if explicit:

@@ -240,7 +240,7 @@ class Trainer:
         if args.model_ema and not lr_find:
             self.ema = WeightAverage(acc.unwrap_model(self.model), args.model_ema_decay, args.model_ema_warmup)
         # Not register_for_checkpointing: accelerate unpickles those objects, so a planted file would run code.
-        self.identity = checkpoints.run_identity(args, self.plan.as_dict())
+        self.identity = checkpoints.run_identity(args, self.plan.as_dict(), task.task_args)
         if resume:
             loaded = checkpoints.load_checkpoint(acc, resume, self.state, self.scheduler, self.ema, self.identity,
                                                  explicit=bool(args.resume_from_checkpoint))

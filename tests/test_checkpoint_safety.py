@@ -163,7 +163,10 @@ def test_truncated_weights_are_refused_by_name(name, explicit, run_dir, tiny_ima
                                                ("--weight_decay", "0.05", "weight_decay 0.0 -> 0.05"),
                                                ("--optim", "sgd", "optim adamw -> sgd"),
                                                ("--label_smoothing_factor", "0.1", "label_smoothing_factor 0.0 -> 0.1"),
-                                               ("--lr_scheduler_type", "cosine", "lr_scheduler_type linear -> cosine")])
+                                               ("--lr_scheduler_type", "cosine", "lr_scheduler_type linear -> cosine"),
+                                               # the task's own fields are training values too
+                                               ("--image_size", "48", "image_size 32 -> 48"),
+                                               ("--hflip", "0", "hflip 0.5 -> 0.0")])
 def test_a_changed_training_value_is_refused_by_name(flag, value, says, run_dir, tiny_images, tiny_model, capsys):
     line = refused(run_dir, argv(run_dir, tiny_images, tiny_model, flag, value), capsys)
     assert says in line and "checkpoint-2" in line and "--overwrite_output_dir true" in line
@@ -184,6 +187,13 @@ def test_reporting_values_may_change_on_resume(run_dir, tiny_images, tiny_model,
                                                  "--per_device_eval_batch_size", "4"))
     assert "Resuming from" in capsys.readouterr().out and final["total_steps"] == 2
     assert "logging_steps: 7" in (run_dir / "config.yaml").read_text()  # config.yaml says what this launch used
+
+
+def test_a_moved_data_folder_is_said_and_resumed(run_dir, tiny_images, tiny_model, tmp_path, capsys):
+    moved = Path(shutil.copytree(tiny_images, tmp_path / "moved"))
+    with pytest.warns(UserWarning, match=f"with data_dir {tiny_images} -> {moved}"):
+        final = main(ImageTask, ImageArguments, argv(run_dir, moved, tiny_model, "--eval_crop_pct", "0.9"))
+    assert final["total_steps"] == 2  # eval_crop_pct changes only the evaluation: not even said
 
 
 def test_a_marker_of_an_older_fastft_checks_only_what_it_recorded(run_dir, tiny_images, tiny_model, capsys):
