@@ -49,7 +49,7 @@ FREE_FIELDS = frozenset({
     "per_device_eval_batch_size", "max_eval_samples", "checkpointing_steps", "save_total_limit", "report_to",
     "dataloader_num_workers", "auto_find_batch_size", "push_to_hub", "hub_model_id", "hub_private_repo",
     "hub_revision", "hub_strategy", "lr_find", "lr_find_start", "lr_find_end", "lr_find_steps", "dry_run",
-    "world_size",
+    "world_size", "stop_at_target",
     # task fields that change only how a run is evaluated
     "eval_split", "validation_file", "test_file", "eval_crop_pct", "num_beams", "max_new_tokens",
     "eval_before_training", "eval_lowercase", "text_normalization",

@@ -110,6 +110,8 @@ class TrainingArguments:
                                    "mlflow, ...), all (every one installed) or none.")
     target_metric: Optional[str] = field(None, "Metric for time-to-target, e.g. eval_accuracy.")
     target_value: Optional[float] = field(None, "Value of target_metric that counts as reached.")
+    stop_at_target: bool = field(False, "End training at the first evaluation that reaches target_value (the "
+                                        "model saved is that evaluation's): the fastest way to a target.")
     dataloader_num_workers: int = field(0, "Worker processes per data loader.", min=0)
     max_train_samples: Optional[int] = field(None, "Truncate the training set (quick runs).", min=1)
     max_eval_samples: Optional[int] = field(None, "Truncate the evaluation set (quick runs).", min=1)
@@ -411,6 +413,9 @@ def check_training_args(args: TrainingArguments) -> None:
                         f"num_train_epochs; got {args.max_steps}")
     if (args.target_metric is None) != (args.target_value is None):
         raise UserError("target_metric and target_value go together: set both or neither")
+    if args.stop_at_target and (args.target_metric is None or args.eval_strategy == "no"):
+        raise UserError("stop_at_target stops at the first evaluation whose target_metric reaches target_value: set "
+                        "target_metric, target_value and an eval_strategy (steps or epoch)")
     if args.checkpointing_steps not in (None, "epoch") and not (str(args.checkpointing_steps).isdigit()
                                                                  and int(args.checkpointing_steps) > 0):
         raise UserError(f"checkpointing_steps must be a whole number of steps (1 or more) or 'epoch', "

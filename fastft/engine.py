@@ -398,7 +398,8 @@ class Trainer:
                  "best_metric": state.best_metric, "num_processes": acc.num_processes,
                  "global_batch_size": plan.global_batch_size, "learning_rate": plan.scaled_learning_rate,
                  "total_steps": state.step, "epoch": round(state.step / plan.steps_per_epoch, 4),
-                 "skipped_optimizer_steps": state.skipped_steps}
+                 "skipped_optimizer_steps": state.skipped_steps,
+                 "stopped_at_target": bool(args.stop_at_target and state.step < plan.total_steps)}
         self._finish(final)
         return final
 
@@ -441,6 +442,8 @@ class Trainer:
                     running.zero_()
                 if args.eval_strategy == "steps" and state.step % args.eval_steps == 0:
                     metrics = self._on_eval(epoch_float)
+                    if self._stops_at_target():
+                        return metrics
                 if every and state.step % every == 0:
                     self._checkpoint()
                 if stop:
@@ -451,7 +454,18 @@ class Trainer:
                     break
             else:  # the epoch ran to its end
                 metrics = self._end_epoch() or metrics
+                if self._stops_at_target():
+                    return metrics
         return metrics
+
+    def _stops_at_target(self) -> bool:
+        """With stop_at_target, whether the evaluation just made reached the target: then training ends here."""
+        if not (self.args.stop_at_target and self.state.time_to_target_s is not None):
+            return False
+        self.progress.close()
+        self.accelerator.print(f"Reached {self.args.target_metric} {self.args.target_value:g} at optimizer step "
+                               f"{self.state.step} of {self.plan.total_steps}: stopping (stop_at_target)")
+        return True
 
     def _end_epoch(self) -> Optional[dict[str, float]]:
         """Per-epoch evaluation and checkpoint; returns the metrics when it evaluated."""

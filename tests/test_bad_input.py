@@ -185,6 +185,7 @@ CASES = [
     ("every_save push without checkpoints", ["--push_to_hub", "--hub_strategy", "every_save", "--checkpointing_steps", "none"],
      ["every_save", "checkpointing_steps"]),
     ("empty output_dir", ["--output_dir", ""], ["output_dir is required"]),
+    ("stop_at_target without a target", ["--stop_at_target"], ["stop_at_target", "target_metric"]),
     # -- trackers --
     ("unknown tracker", ["--report_to", "bogus"], ["report_to 'bogus'", "tensorboard"]),
     ("tracker not installed", ["--report_to", "wandb"], ["report_to 'wandb'", "not installed", "pip install wandb"]),

@@ -160,6 +160,28 @@ def test_time_to_target(tmp_path, tiny_images, tiny_model):
     assert never["time_to_target_s"] is None
 
 
+def test_stop_at_target_ends_at_the_first_evaluation_that_reaches_it_and_saves_that_model(tmp_path, tiny_images,
+                                                                                          tiny_model, capsys):
+    import json
+
+    out = tmp_path / "stop"
+    final = run(image_argv(out, tiny_images, tiny_model, "--stop_at_target", "--target_metric", "eval_loss",
+                           "--target_value", "100", "--eval_strategy", "steps", "--eval_steps", "2"))
+    assert final["stopped_at_target"] and final["total_steps"] == 2  # of the 12 the plan has
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2] and rows[0]["eval_loss"] == final["eval_loss"]  # no evaluation after it
+    assert "stopping (stop_at_target)" in capsys.readouterr().out
+    import timm
+    import torch
+
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    with torch.no_grad():  # the saved weights are the stopped run's, not the pretrained ones
+        assert not torch.equal(model.get_classifier().weight, torch.zeros_like(model.get_classifier().weight))
+    never = run(image_argv(tmp_path / "never", tiny_images, tiny_model, "--stop_at_target", "--target_metric",
+                           "eval_loss", "--target_value", "0", "--eval_strategy", "steps", "--eval_steps", "2"))
+    assert not never["stopped_at_target"] and never["total_steps"] == 12
+
+
 def test_channels_last_and_label_smoothing_run_and_save(tmp_path, tiny_images, tiny_model):
     final = run(image_argv(tmp_path / "cl", tiny_images, tiny_model, "--channels_last", "--cutmix_alpha", "1.0",
                            "--label_smoothing_factor", "0.1", "--per_device_train_batch_size", "7"))
