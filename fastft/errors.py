@@ -5,6 +5,7 @@ import functools
 import signal
 import sys
 import threading
+import warnings
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -26,15 +27,24 @@ def _terminate(signum: int, frame: Any) -> None:
     raise _Terminated
 
 
+def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              line: str | None = None) -> str:
+    """A warning as one line, like an error: Python's format adds the file and the source line."""
+    kind = "" if category is UserWarning else f"{category.__name__}: "
+    return f"warning: {kind}{' '.join(str(message).split())}\n"
+
+
 def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
     """Wrap a script's ``main``: a ``UserError`` exits with status 2 and one line, and so does a stop signal
-    (130 for Ctrl-C, 143 for SIGTERM) that arrives while loading or saving, not training."""
+    (130 for Ctrl-C, 143 for SIGTERM) that arrives while loading or saving, not training; warnings print as
+    one ``warning:`` line each."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        previous = None
+        previous, formatting = None, warnings.formatwarning
         if threading.current_thread() is threading.main_thread():  # signal handlers live there only
             previous = signal.signal(signal.SIGTERM, _terminate)
+        warnings.formatwarning = _one_line
         try:
             return main(*args, **kwargs)
         except UserError as err:
@@ -47,6 +57,7 @@ def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
                   f"are intact: run the same command to resume", file=sys.stderr, flush=True)
             sys.exit(code)
         finally:
+            warnings.formatwarning = formatting
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 

@@ -311,3 +311,13 @@ def test_the_real_script_prints_no_traceback(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (f"error: unknown field 'num_train_epoch' in {bad}; "
                                                      f"did you mean 'num_train_epochs'?")
     assert "Traceback" not in done.stderr
+
+
+def test_the_real_script_prints_a_warning_as_one_line(tmp_path, tiny_images, tiny_model):
+    argv = image_argv(tmp_path / "run", tiny_images, tiny_model, "--eval_split", "train", "--dry_run")
+    done = subprocess.run([sys.executable, "scripts/train_image.py", *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "eval split is the training split" in line]
+    assert line.startswith("warning: the eval split is the training split (train)")
+    assert "warnings.warn" not in done.stderr and "UserWarning" not in done.stderr
