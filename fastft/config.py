@@ -235,6 +235,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, typing.Hashable):  # PyYAML itself names an unhashable key
+                continue
             if key in seen:
                 raise UserError(f"recipe file {self.name} sets '{key}' twice (lines {seen[key]} and {line}); "
                                 f"keep one")
@@ -282,8 +284,8 @@ def load_recipe(path: str | Path, fields: dict[str, dataclasses.Field]) -> dict[
     values = {}
     for key, value in data.items():
         if key in fields and fields[key].metadata.get("cli_only"):
-            raise UserError(f"{key} in {path} is a command-line flag only (--{key}), not a recipe field: a recipe "
-                            f"describes a run, and {key} would make every use of it skip training")
+            raise UserError(f"{key} in {path} is a command-line flag only (--{key}), not a recipe field: it "
+                            f"changes what one launch does, and a recipe describes the run")
         if key not in fields:
             raise _unknown(str(key), str(path), list(fields))
         values[key] = coerce(key, value, fields[key].type, str(path))

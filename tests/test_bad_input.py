@@ -152,6 +152,8 @@ CASES = [
      ["recipe.yaml", "'seed' twice", "lines 1 and 2"]),
     ("recipe with two YAML documents", lambda f: ["--config", f.recipe("seed: 1\n---\nseed: 2\n")],
      ["not valid YAML", "another document"]),
+    ("a list as a recipe key", lambda f: ["--config", f.recipe("[seed, learning_rate]: 1\n")],
+     ["not valid YAML", "unhashable key"]),
     ("nested mapping for a number", lambda f: ["--config", f.recipe("weight_decay: {peak: 1}\n")],
      ["weight_decay", "must be a number"]),
     ("not a boolean", ["--channels_last", "maybe"], ["channels_last", "true or false", "'maybe'"]),
