@@ -118,8 +118,7 @@ def dry_run(task: Task, args: TrainingArguments) -> str:
     task.check_sources()
     check_optimizer_name(args.optim)
     out = Path(args.output_dir)
-    output_folder.check_writable(out)
-    output_folder.check_foreign(out)
+    output_folder.check(out)
     world = args.world_size or state.num_processes
     plan = make_plan(args, task.num_train_samples(), world, task.drop_last)
     precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
@@ -205,8 +204,7 @@ class Trainer:
         self.task, self.args = task, args
         self.accelerator = acc = _make_accelerator(args)
         if lr_find:  # it writes only lr_find.json and plots/lr_find.png, but not into someone else's folder
-            output_folder.check_writable(Path(args.output_dir))
-            output_folder.check_foreign(Path(args.output_dir))
+            output_folder.check(Path(args.output_dir))
         resume = [] if lr_find else output_folder.resume_candidates(args)
         self.output_dir = Path(args.output_dir)
         # Only the main process talks to the Hub; it checks token and repo before any training.

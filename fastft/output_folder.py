@@ -51,11 +51,16 @@ def check_foreign(out: Path) -> None:
                         f"over them, not even with overwrite_output_dir: choose a new or empty output_dir")
 
 
+def check(out: Path) -> None:
+    """What every command that writes to output_dir (training, lr_find) checks first, a dry run too."""
+    check_writable(out)
+    check_foreign(out)
+
+
 def resume_candidates(args: TrainingArguments) -> list[Path]:
     """Refuse to clobber; return the checkpoints to resume from, newest first."""
     out = Path(args.output_dir)
-    check_writable(out)
-    check_foreign(out)
+    check(out)
     if args.overwrite_output_dir:
         return checkpoints.candidates(out, args.resume_from_checkpoint) if args.resume_from_checkpoint else []
     if (out / reporting.FINAL).exists():
