@@ -17,6 +17,8 @@ import soundfile
 from fastft.errors import UserError
 
 AudioSource = Union[str, Path, dict]
+# What libsndfile decodes: the suffixes audiofolder collects and `fastft predict` takes as audio.
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif"}
 
 
 def _open_args(source: AudioSource, base_dir: Optional[Path]) -> tuple[Any, str]:

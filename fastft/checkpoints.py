@@ -26,6 +26,7 @@ from accelerate import Accelerator
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
+from fastft import reporting
 from fastft.config import to_dict
 from fastft.errors import UserError
 
@@ -60,6 +61,9 @@ PATH_FIELDS = frozenset({"model_name_or_path", "encoder_name_or_path", "decoder_
                          "data_dir", "train_file"})
 
 
+ADDED_LATER = ("best_step",)  # fields a checkpoint of an earlier fastft lacks; they start unset
+
+
 @dataclasses.dataclass
 class TrainState:
     """Loop position and timing that must survive a resume (kept in ``fastft_state.json``)."""
@@ -69,7 +73,8 @@ class TrainState:
     batches_in_epoch: int = 0  # micro-batches already consumed in `epoch`
     elapsed_s: float = 0.0  # training wall time before this process started
     time_to_target_s: Optional[float] = None
-    best_metric: Optional[float] = None
+    best_metric: Optional[float] = None  # of metric_for_best_model
+    best_step: Optional[int] = None  # the optimizer step of that evaluation
     last_eval_step: int = -1
     last_metric: Optional[float] = None  # main metric of the last evaluation
     skipped_steps: int = 0  # optimizer steps the fp16 loss scaler skipped
@@ -83,6 +88,7 @@ class TrainState:
         The state comes from a JSON file, which may have been edited by hand.
         """
         hints = typing.get_type_hints(TrainState)
+        state = {**{name: None for name in ADDED_LATER}, **state}
         if set(state) != set(hints):
             missing, unknown = sorted(set(hints) - set(state)), sorted(set(state) - set(hints))
             raise ValueError("; ".join(([f"missing {', '.join(missing)}"] if missing else [])
@@ -205,6 +211,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, state: Tra
         metric = state.last_metric if state.last_eval_step == state.step else None
         info = {**state.state_dict(), "metric": metric, "scheduler": scheduler.state_dict(), **identity}
         (tmp / MARKER).write_text(json.dumps(info, indent=1))
+        reporting.usual_modes(tmp)  # a checkpoint handed to another user must be readable like the rest
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

@@ -14,7 +14,7 @@ import math
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import yaml
 
@@ -53,7 +53,8 @@ class TrainingArguments:
         None, "Global batch at which learning_rate is stated; unset means no LR scaling.", min=1)
     lr_scaling: Literal["linear", "sqrt", "none"] = field(
         "linear", "How the LR follows global batch / reference_batch_size (Goyal et al. 2017).")
-    optim: str = field("adamw", "Optimizer name as timm's create_optimizer_v2 knows it (adamw, sgd, lamb, ...).")
+    optim: str = field("adamw", "Optimizer as timm names it (adamw, sgd = Nesterov SGD, momentum = plain SGD, "
+                                "lamb, ...) or as HF does (adamw_torch, adamw_torch_fused).")
     weight_decay: float = field(0.0, "Decoupled weight decay (not applied to biases and norms).", min=0)
     adam_beta1: float = field(0.9, "Adam beta1 (cycled inversely to the LR by one_cycle/cyclic).", min=0, max=1)
     adam_beta2: float = field(0.999, "Adam beta2.", min=0, max=1)
@@ -108,6 +109,12 @@ class TrainingArguments:
         None, "Checkpoint folder to resume from; unset resumes from the newest in output_dir if any.")
     report_to: str = field("none", "Trackers for accelerate's log_with, comma-separated (tensorboard, wandb, "
                                    "mlflow, ...), all (every one installed) or none.")
+    load_best_model_at_end: bool = field(False, "Save (and push) the weights of the best evaluation by "
+                                                "metric_for_best_model, not the last one.")
+    metric_for_best_model: Optional[str] = field(None, "Metric that picks the best evaluation, e.g. accuracy or "
+                                                       "eval_loss; unset: the task's main metric.")
+    greater_is_better: Optional[bool] = field(None, "Whether a higher metric_for_best_model is better; unset: "
+                                                    "false for loss, wer, cer and ter, else true.")
     target_metric: Optional[str] = field(None, "Metric for time-to-target, e.g. eval_accuracy.")
     target_value: Optional[float] = field(None, "Value of target_metric that counts as reached.")
     stop_at_target: bool = field(False, "End training at the first evaluation that reaches target_value (the "
@@ -246,7 +253,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 # Not fields, but asked for: say where the value comes from instead of "unknown field".
 _NOT_FIELDS = {"hub_token": "a Hub token is never read from a recipe or flag (recipes get shared and pushed): "
-                            "set HF_TOKEN or run `hf auth login`"}
+                            "set HF_TOKEN or run `hf auth login`",
+               "save_strategy": "fastft saves checkpoints by checkpointing_steps: N (every N steps, like HF's "
+                                "save_steps), epoch, or unset for none",
+               "logging_strategy": "fastft logs every logging_steps optimizer steps",
+               "do_train": "fastft train trains; fastft eval evaluates a saved model",
+               "do_eval": "evaluation follows eval_strategy; fastft eval evaluates a saved model"}
 
 
 def _unknown(key: str, where: str, names: Sequence[str]) -> UserError:
@@ -255,8 +267,33 @@ def _unknown(key: str, where: str, names: Sequence[str]) -> UserError:
     return UserError(f"unknown field '{key}' in {where}{_closest(key, names)}")
 
 
+RECIPES = Path(__file__).resolve().parent / "recipes"  # the shipped recipes, <task>/<name>.yaml
+
+
+def shipped_recipes(task: Optional[str] = None) -> list[Path]:
+    """The recipes installed with fastft, of one task (a folder of RECIPES) or all."""
+    folders = [RECIPES / task] if task else sorted(p for p in RECIPES.iterdir() if p.is_dir())
+    return sorted(f for folder in folders if folder.is_dir() for f in folder.glob("*.yaml"))
+
+
+def resolve_recipe(config: str, task: Optional[str] = None) -> Path:
+    """``--config``: a path as given, else a shipped recipe's name (``quickstart`` for this task, or
+    ``image/quickstart``), so a recipe works from any folder."""
+    path = Path(config).expanduser()
+    if path.exists():
+        return path
+    name = config.removesuffix(".yaml").removesuffix(".yml")
+    for candidate in ([RECIPES / task / f"{name}.yaml"] if task else []) + [RECIPES / f"{name}.yaml"]:
+        if candidate.is_file():
+            return candidate
+    names = [r.stem if task else f"{r.parent.name}/{r.stem}" for r in shipped_recipes(task)]
+    what = f"recipe file {config} does not exist" if "/" in config or path.suffix else \
+        f"recipe {config!r} is neither a file nor a shipped recipe{f' of task {task}' if task else ''}"
+    raise UserError(f"{what}; shipped recipes: {', '.join(names)} (`fastft recipes` lists them)")
+
+
 def load_recipe(path: str | Path, fields: dict[str, dataclasses.Field]) -> dict[str, Any]:
-    """Read a YAML recipe and return its values checked against the fields."""
+    """Read a YAML recipe and return its values checked against the fields (HF aliases mapped)."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"recipe file {path} is a folder; give a YAML file such as recipes/image/quickstart.yaml")
@@ -281,15 +318,58 @@ def load_recipe(path: str | Path, fields: dict[str, dataclasses.Field]) -> dict[
         loader.dispose()
     if not isinstance(data, dict):
         raise UserError(f"recipe file {path} must be a mapping of field: value, got {type(data).__name__}")
-    values = {}
+    values, aliased = {}, {}
     for key, value in data.items():
+        if key in ALIASES:
+            aliased[key] = value
+            continue
         if key in fields and fields[key].metadata.get("cli_only"):
             raise UserError(f"{key} in {path} is a command-line flag only (--{key}), not a recipe field: it "
                             f"changes what one launch does, and a recipe describes the run")
         if key not in fields:
             raise _unknown(str(key), str(path), list(fields))
         values[key] = coerce(key, value, fields[key].type, str(path))
+    values.update(map_aliases(aliased, values, str(path)))
     return values
+
+
+def _warmup_ratio(value: float) -> float:
+    if not 0 <= value < 1:
+        raise UserError(f"warmup_ratio must be >= 0 and < 1 (a share of the total steps), got {value:g}")
+    return value
+
+
+# HF TrainingArguments / no_trainer names that fastft spells otherwise: alias -> (field, alias type, mapping).
+# A mapping to None means "no change" (e.g. bf16: false leaves mixed_precision alone).
+ALIASES: dict[str, tuple[str, Any, Callable[[Any], Any]]] = {
+    "bf16": ("mixed_precision", bool, lambda on: "bf16" if on else None),
+    "fp16": ("mixed_precision", bool, lambda on: "fp16" if on else None),
+    "save_steps": ("checkpointing_steps", int, lambda n: str(n)),
+    "with_tracking": ("report_to", bool, lambda on: "all" if on else None),
+    "warmup_ratio": ("warmup_steps", float, _warmup_ratio),
+    "evaluation_strategy": ("eval_strategy", Literal["steps", "epoch", "no"], lambda v: v),
+}
+
+
+def map_aliases(aliased: dict[str, Any], values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Field values for the HF names in ``aliased`` (from one source); a clash with a field set there too,
+    or with another alias, is an error rather than a silent pick."""
+    out: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for alias, raw in aliased.items():
+        target, kind, mapping = ALIASES[alias]
+        given = coerce(alias, raw, kind, where)
+        if alias == "save_steps" and given < 1:
+            raise UserError(f"save_steps in {where} must be >= 1, got {given}")
+        value = mapping(given)
+        if value is None:
+            continue
+        for other, other_value in ((target, values.get(target)), (origin.get(target), out.get(target))):
+            if other is not None and other_value is not None and other_value != value:
+                raise UserError(f"{alias} and {other} in {where} both set {target} ({value!r} vs "
+                                f"{other_value!r}); keep one")
+        out[target], origin[target] = value, alias
+    return out
 
 
 def _all_fields(classes: Sequence[type]) -> dict[str, dataclasses.Field]:
@@ -317,23 +397,69 @@ def unknown_flag(unknown: Sequence[str], names: Sequence[str]) -> UserError:
     return UserError(f"unknown command-line argument '{flag}'{hint}")
 
 
-def _build_parser(prog: str, classes: Sequence[type]) -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog, usage="%(prog)s [--config RECIPE.yaml] [--FIELD VALUE ...]", allow_abbrev=False, argument_default=argparse.SUPPRESS,
-                                     description="Recipe fields; precedence: default < --config file < flag.")
-    parser.add_argument("--config", help="YAML recipe whose keys are the fields below.")
-    for cls in classes:
-        group = parser.add_argument_group(cls.__name__)
-        for f in dataclasses.fields(cls):
-            tp, _ = _unwrap_optional(typing.get_type_hints(cls)[f.name])
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            kwargs: dict[str, Any] = {"help": f"{f.metadata['help']} (default: {default})"}
-            if tp is bool:
-                kwargs.update(nargs="?", const="true", metavar="BOOL")
-            elif tp is list or typing.get_origin(tp) is list:
-                kwargs.update(nargs="*", metavar="V")
-            else:
-                kwargs["metavar"] = "|".join(typing.get_args(tp)) if typing.get_origin(tp) is Literal else tp.__name__.upper()
-            group.add_argument(f"--{f.name}", **kwargs)
+# --help sections: every field of every task is in one (tests/test_cli.py checks it).
+HELP_GROUPS: dict[str, tuple[str, ...]] = {
+    "run": ("output_dir", "overwrite_output_dir", "seed", "task", "dry_run", "world_size", "lr_find",
+            "lr_find_start", "lr_find_end", "lr_find_steps"),
+    "data": ("dataset_name", "dataset_config_name", "data_dir", "train_file", "validation_file", "test_file",
+             "train_split", "eval_split", "train_val_split", "image_column", "label_column", "audio_column",
+             "text_column", "source_column", "target_column", "source_lang", "target_lang", "source_prefix",
+             "max_source_length", "max_target_length", "max_duration_s", "min_duration_s", "on_bad_image",
+             "max_train_samples", "max_eval_samples", "dataloader_num_workers"),
+    "model": ("model_name_or_path", "pretrained", "zero_init_head", "encoder_name_or_path", "decoder_name_or_path",
+              "tokenizer_name", "source_lang_code", "target_lang_code", "language", "asr_task", "whisper_window_s",
+              "freeze_encoder", "freeze_feature_encoder", "freeze_embeddings", "cache_encoder_outputs"),
+    "batch, optimizer and schedule": (
+        "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "auto_find_batch_size", "learning_rate", "reference_batch_size", "lr_scaling", "optim", "weight_decay",
+        "adam_beta1", "adam_beta2", "adam_epsilon", "momentum", "max_grad_norm", "lr_scheduler_type",
+        "warmup_steps", "min_lr_ratio", "lr_decay_epochs", "lr_decay_rate", "one_cycle_div_factor",
+        "one_cycle_final_div_factor", "one_cycle_anneal", "one_cycle_pct_start", "cyclic_mode",
+        "cyclic_base_lr_ratio", "cyclic_step_size", "cyclic_gamma", "cycle_momentum", "base_momentum",
+        "max_momentum"),
+    "tricks": ("label_smoothing_factor", "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob",
+               "auto_augment", "hflip", "train_crop_scale_min", "image_size", "eval_crop_pct", "freeze_epochs",
+               "head_lr_scale", "layer_decay", "mixed_precision", "channels_last", "model_ema", "model_ema_decay",
+               "model_ema_warmup"),
+    "evaluation and checkpoints": (
+        "eval_strategy", "eval_steps", "per_device_eval_batch_size", "eval_before_training", "num_beams",
+        "max_new_tokens", "eval_lowercase", "text_normalization", "target_metric", "target_value",
+        "stop_at_target", "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
+        "checkpointing_steps", "save_total_limit", "resume_from_checkpoint", "logging_steps", "report_to"),
+    "Hub": ("push_to_hub", "hub_model_id", "hub_private_repo", "hub_revision", "hub_strategy"),
+}
+_GROUP_OF = {name: group for group, names in HELP_GROUPS.items() for name in names}
+
+
+def _add_flag(group: Any, name: str, tp: Any, help: str) -> None:
+    tp, _ = _unwrap_optional(tp)
+    kwargs: dict[str, Any] = {"help": help}
+    if tp is bool:
+        kwargs.update(nargs="?", const="true", metavar="BOOL")
+    elif tp is list or typing.get_origin(tp) is list:
+        kwargs.update(nargs="*", metavar="V")
+    elif typing.get_origin(tp) is Literal:
+        kwargs["metavar"] = "|".join(typing.get_args(tp))
+    else:
+        kwargs["metavar"] = tp.__name__.upper()
+    group.add_argument(f"--{name}", **kwargs)
+
+
+def _build_parser(prog: str, classes: Sequence[type], usage: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=prog, usage=usage or "%(prog)s [--config RECIPE] [--FIELD VALUE ...]",
+                           allow_abbrev=False, argument_default=argparse.SUPPRESS,
+                           description="Recipe fields; precedence: default < --config recipe < flag.")
+    parser.add_argument("--config", help="YAML recipe whose keys are the fields below: a path, or a shipped "
+                                         "recipe's name such as quickstart (`fastft recipes` lists them).")
+    groups = {name: parser.add_argument_group(name) for name in [*HELP_GROUPS, "other"]}
+    for name, f in _all_fields(classes).items():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        _add_flag(groups[_GROUP_OF.get(name, "other")], name, f.type, f"{f.metadata['help']} (default: {default})")
+    aliases = parser.add_argument_group("HF Trainer names", "accepted in recipes too, and mapped to the field named")
+    for alias, (target, kind, _) in ALIASES.items():
+        _add_flag(aliases, alias, kind, f"-> {target}")
+    if not groups["other"]._group_actions:
+        parser._action_groups.remove(groups["other"])
     return parser
 
 
@@ -344,24 +470,37 @@ def _is_negative_number(token: str) -> bool:
         return False
 
 
-def parse_args(classes: Sequence[type], argv: Sequence[str] | None = None, prog: str | None = None) -> list[Any]:
-    """Resolve dataclass instances from defaults, ``--config`` and command-line flags."""
+def parse_args(classes: Sequence[type], argv: Sequence[str] | None = None, prog: str | None = None,
+               task: Optional[str] = None, usage: Optional[str] = None) -> list[Any]:
+    """Resolve dataclass instances from defaults, ``--config`` and command-line flags.
+
+    ``task`` (image, translation, speech) lets ``--config`` name a shipped recipe of that task.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     # argparse reads "-1e-3" as a flag; glue a negative number to its field as --field=-1e-3.
     for i in range(len(argv) - 2, -1, -1):
         if argv[i].startswith("--") and "=" not in argv[i] and _is_negative_number(argv[i + 1]):
             argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}"]
     fields = _all_fields(classes)
-    parser = _build_parser(prog or Path(sys.argv[0]).name, classes)
+    parser = _build_parser(prog or Path(sys.argv[0]).name, classes, usage)
     ns, unknown = parser.parse_known_args(argv)
     if unknown:
-        raise unknown_flag(unknown, list(fields))
+        raise unknown_flag(unknown, list(fields) + list(ALIASES))
     cli = vars(ns)
     config = cli.pop("config", None)
-    values = load_recipe(config, fields) if config else {}
-    for key, raw in cli.items():
-        values[key] = coerce(key, raw, fields[key].type, "the command line")
-    where = {k: ("the command line" if k in cli else str(config)) for k in values}
+    recipe = resolve_recipe(config, task) if config else None
+    aliased = {k: cli.pop(k) for k in list(cli) if k in ALIASES}
+    overrides = {key: coerce(key, raw, fields[key].type, "the command line") for key, raw in cli.items()}
+    overrides.update(map_aliases(aliased, overrides, "the command line"))
+    return build_args(classes, load_recipe(recipe, fields) if recipe else {}, overrides, str(recipe))
+
+
+def build_args(classes: Sequence[type], recipe: dict[str, Any], overrides: dict[str, Any],
+               recipe_name: str = "the recipe", overrides_name: str = "the command line") -> list[Any]:
+    """The dataclass instances from coerced recipe values and overrides (which win), range-checked."""
+    fields = _all_fields(classes)
+    values = {**recipe, **overrides}
+    where = {k: (overrides_name if k in overrides else recipe_name) for k in values}
     out = []
     for cls in classes:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -418,6 +557,9 @@ def check_training_args(args: TrainingArguments) -> None:
     if args.stop_at_target and (args.target_metric is None or args.eval_strategy == "no"):
         raise UserError("stop_at_target stops at the first evaluation whose target_metric reaches target_value: set "
                         "target_metric, target_value and an eval_strategy (steps or epoch)")
+    if args.load_best_model_at_end and args.eval_strategy == "no":
+        raise UserError("load_best_model_at_end picks the best evaluation, and eval_strategy is 'no': set "
+                        "eval_strategy steps (with eval_steps) or epoch")
     if args.checkpointing_steps not in (None, "epoch") and not (str(args.checkpointing_steps).isdigit()
                                                                  and int(args.checkpointing_steps) > 0):
         raise UserError(f"checkpointing_steps must be a whole number of steps (1 or more) or 'epoch', "

@@ -6,6 +6,7 @@ this module owns everything from ``accelerator.prepare`` to ``optimizer.step()``
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import sys
 import dataclasses
@@ -15,12 +16,13 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, PartialState
 from accelerate.utils import DistributedType, find_executable_batch_size, set_seed
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -30,6 +32,7 @@ from fastft.ema import WeightAverage
 from fastft.errors import UserError, exit_on_user_error
 from fastft.interrupts import StopSignals
 from fastft.lr_find import run_lr_find
+from fastft.metrics import higher_is_better
 from fastft.model_card import write_card
 from fastft.optim import build_optimizer, check_optimizer_name, set_backbone_frozen
 from fastft.plan import TrainPlan, make_plan
@@ -39,6 +42,7 @@ from fastft.tasks.base import Task
 
 
 IGNORE_INDEX = -100  # padding of labels and gathered sequences, as in transformers
+BEST_WEIGHTS, BEST_INFO = "best_model.safetensors", "best_model.json"  # load_best_model_at_end, until the end
 
 
 def _cat_padded(chunks: list[torch.Tensor]) -> torch.Tensor:
@@ -89,25 +93,38 @@ class _SeededSamples(torch.utils.data.Dataset):
                 np.random.set_state(np_state)
 
 
-def main(task_cls: type[Task], task_args_cls: type, argv: Optional[Sequence[str]] = None) -> Optional[dict]:
-    """Entry point of every ``scripts/train_*.py``: parse the recipe, then dry-run or train."""
+def main(task_cls: Callable[[Any, TrainingArguments], Task], task_args_cls: type,
+         argv: Optional[Sequence[str]] = None) -> Optional[dict]:
+    """Parse a command line for ``task_cls`` and run it, errors as one line (``fastft.cli`` does the same
+    for the ``fastft`` command and the scripts, parsing before torch is imported)."""
+    return exit_on_user_error(lambda: run(task_cls, *parse_args([task_args_cls, TrainingArguments], argv)))()
 
-    @exit_on_user_error
-    def run() -> Optional[dict]:
-        task_args, args = parse_args([task_args_cls, TrainingArguments], argv)
-        check_training_args(args)
-        task = task_cls(task_args, args)
-        if args.target_metric and args.target_metric not in task.metric_names():
-            raise UserError(f"target_metric {args.target_metric!r} is not reported by this task; use one of "
-                            f"{', '.join(sorted(task.metric_names()))}")
-        if args.dry_run:
-            PartialState(cpu=_launched_on_cpu_only()).print(dry_run(task, args))
-            return None
-        if args.lr_find:
-            return run_lr_find(Trainer(task, args, lr_find=True))
-        return train(task, args)
 
-    return run()
+def resolve_best_metric(task: Task, args: TrainingArguments) -> str:
+    """metric_for_best_model as the task reports it (``accuracy`` -> ``eval_accuracy``, as in HF)."""
+    name = args.metric_for_best_model or task.main_metric
+    name = name if name.startswith("eval_") else f"eval_{name}"
+    if name not in task.metric_names():
+        raise UserError(f"metric_for_best_model {args.metric_for_best_model!r} is not reported by this task; use "
+                        f"one of {', '.join(sorted(task.metric_names()))}")
+    return name
+
+
+def run(task_cls: Callable[[Any, TrainingArguments], Task], task_args: Any,
+        args: TrainingArguments) -> Optional[dict]:
+    """Dry-run, LR range test or training, as ``args`` says; a user mistake raises UserError."""
+    check_training_args(args)
+    task = task_cls(task_args, args)
+    if args.target_metric and args.target_metric not in task.metric_names():
+        raise UserError(f"target_metric {args.target_metric!r} is not reported by this task; use one of "
+                        f"{', '.join(sorted(task.metric_names()))}")
+    resolve_best_metric(task, args)
+    if args.dry_run:
+        PartialState(cpu=_launched_on_cpu_only()).print(dry_run(task, args))
+        return None
+    if args.lr_find:
+        return run_lr_find(Trainer(task, args, lr_find=True))
+    return train(task, args)
 
 
 def dry_run(task: Task, args: TrainingArguments) -> str:
@@ -126,6 +143,34 @@ def dry_run(task: Task, args: TrainingArguments) -> str:
     if (out / reporting.FINAL).exists() and not args.overwrite_output_dir:
         lines.append(f"note: output_dir {out} holds a finished run; training it needs --overwrite_output_dir true")
     return "\n".join(lines)
+
+
+def evaluate(accelerator: Accelerator, task: Task, model: torch.nn.Module, loader: Any) -> dict[str, float]:
+    """Metrics over the whole eval set; gather_for_metrics drops the duplicates padding adds.
+
+    Sequence outputs (2-D, e.g. generated ids) are padded with -100 to a common length
+    across processes and batches. ``eval_loss`` is per item: per sample, or per token
+    when the task also returns ``loss_items`` (items summed into each sample's loss).
+    The model is left in eval mode.
+    """
+    acc = accelerator
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+    # leave=False: the bar goes once evaluation ends, and the metrics line takes its place
+    bar = tqdm(loader, desc="evaluating", leave=False, disable=not acc.is_local_main_process)
+    with torch.no_grad():
+        for batch in bar:
+            outputs = {k: acc.pad_across_processes(v, dim=1, pad_index=IGNORE_INDEX) if v.ndim > 1 else v
+                       for k, v in task.evaluation_step(model, batch).items()}
+            for key, value in acc.gather_for_metrics(outputs).items():
+                parts.setdefault(key, []).append(value.cpu())
+    bar.close()
+    gathered = {k: _cat_padded(v) for k, v in parts.items()}
+    metrics = task.compute_metrics(gathered)
+    items = gathered.get("loss_items", torch.ones_like(gathered["loss"]))
+    metrics["eval_loss"] = (gathered["loss"].double().sum() / items.double().sum().clamp(min=1)).item()
+    metrics["eval_samples"] = len(gathered["loss"])
+    return metrics
 
 
 def _launched_on_cpu_only() -> bool:
@@ -189,6 +234,9 @@ def _make_accelerator(args: TrainingArguments) -> Accelerator:
     if args.model_ema and sharded:
         raise UserError("model_ema averages whole weights on every process and does not work with sharded weights "
                         "(FSDP, DeepSpeed ZeRO-3); use DDP or ZeRO-2, or turn model_ema off")
+    if args.load_best_model_at_end and sharded:
+        raise UserError("load_best_model_at_end keeps whole weights and does not work with sharded weights yet "
+                        "(FSDP, DeepSpeed ZeRO-3); use DDP or ZeRO-2, or keep checkpoints and pick one")
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise UserError("mixed_precision fp16 on CPU is silently ignored by accelerate; "
                         "use bf16 (slow without bf16 hardware) or no")
@@ -202,6 +250,8 @@ class Trainer:
     def __init__(self, task: Task, args: TrainingArguments, lr_find: bool = False):
         """``lr_find``: set up model and data for an LR range test only; output_dir is left alone."""
         self.task, self.args = task, args
+        self.best_metric = resolve_best_metric(task, args)
+        self.higher_is_better = higher_is_better(self.best_metric, args.greater_is_better)
         self.accelerator = acc = _make_accelerator(args)
         if lr_find:  # it writes only lr_find.json and plots/lr_find.png, but not into someone else's folder
             output_folder.check(Path(args.output_dir))
@@ -264,28 +314,11 @@ class Trainer:
             acc.init_trackers("runs", config={k: v for k, v in to_dict(task.task_args, args).items()
                                                 if isinstance(v, (int, float, str, bool))})
 
-    def evaluate(self) -> dict[str, float]:
-        """Metrics over the whole eval set; gather_for_metrics drops the duplicates padding adds.
-
-        Sequence outputs (2-D, e.g. generated ids) are padded with -100 to a common length
-        across processes and batches. ``eval_loss`` is per item: per sample, or per token
-        when the task also returns ``loss_items`` (items summed into each sample's loss).
-        """
-        acc = self.accelerator
-        self.model.eval()
-        parts: dict[str, list[torch.Tensor]] = {}
-        with torch.no_grad(), self._averaged_weights():
-            for batch in self.eval_loader:
-                outputs = {k: acc.pad_across_processes(v, dim=1, pad_index=IGNORE_INDEX) if v.ndim > 1 else v
-                           for k, v in self.task.evaluation_step(self.model, batch).items()}
-                for key, value in acc.gather_for_metrics(outputs).items():
-                    parts.setdefault(key, []).append(value.cpu())
+    def evaluate(self, averaged: bool = True) -> dict[str, float]:
+        """Metrics over the whole eval set, of the weight average when there is one (and ``averaged``)."""
+        with self._averaged_weights() if averaged else contextlib.nullcontext():
+            metrics = evaluate(self.accelerator, self.task, self.model, self.eval_loader)
         self.model.train()
-        gathered = {k: _cat_padded(v) for k, v in parts.items()}
-        metrics = self.task.compute_metrics(gathered)
-        items = gathered.get("loss_items", torch.ones_like(gathered["loss"]))
-        metrics["eval_loss"] = (gathered["loss"].double().sum() / items.double().sum().clamp(min=1)).item()
-        metrics["eval_samples"] = len(gathered["loss"])
         return metrics
 
     def _averaged_weights(self) -> contextlib.AbstractContextManager:
@@ -301,27 +334,59 @@ class Trainer:
         metrics = self.evaluate()
         eval_runtime_s = time.perf_counter() - started
         state.last_eval_step = state.step
-        state.last_metric = metrics.get(self.task.main_metric)
-        main = metrics.get(self.task.main_metric)
-        better = (lambda a, b: a > b) if self.task.greater_is_better else (lambda a, b: a < b)
-        if main is not None and (state.best_metric is None or better(main, state.best_metric)):
-            state.best_metric = main
+        value = state.last_metric = metrics.get(self.best_metric)
+        if value is not None and (state.best_metric is None or (value > state.best_metric if self.higher_is_better
+                                                                else value < state.best_metric)):
+            state.best_metric, state.best_step = value, state.step
+            if args.load_best_model_at_end:
+                self._save_best()
         if args.target_metric and state.time_to_target_s is None:
             value = metrics.get(args.target_metric)
             if value is None:
                 raise UserError(f"target_metric {args.target_metric} is not among the metrics "
                                 f"{', '.join(sorted(metrics))}")
-            higher = args.target_metric != "eval_loss" and self.task.greater_is_better
-            if (value >= args.target_value) if higher else (value <= args.target_value):
+            if (value >= args.target_value) if higher_is_better(args.target_metric) else (value <= args.target_value):
                 state.time_to_target_s = self._elapsed()
         # eval_runtime_s lets a benchmark subtract evaluation from elapsed_s (time spent training).
         row = {"step": state.step, "epoch": round(epoch_float, 4), "elapsed_s": round(self._elapsed(), 3),
                "eval_runtime_s": round(eval_runtime_s, 3), **metrics}
         self.log.eval(row)
         self.accelerator.log(metrics, step=state.step)
-        self.accelerator.print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in row.items()))
+        if self.accelerator.is_main_process:  # through tqdm, so the line is not glued to the progress bar
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         return metrics
+
+    def _save_best(self) -> None:
+        """Keep the weights of the best evaluation so far (load_best_model_at_end): safetensors, main process."""
+        acc = self.accelerator
+        if acc.is_main_process:
+            with self._averaged_weights():
+                # copies: tied weights become separate tensors, which safetensors' save_file requires
+                weights = {k: v.detach().to("cpu", copy=True).contiguous()
+                           for k, v in acc.unwrap_model(self.model).state_dict().items()}
+            tmp = self.output_dir / f"{BEST_WEIGHTS}.tmp"
+            save_file(weights, str(tmp))
+            os.replace(tmp, self.output_dir / BEST_WEIGHTS)
+            reporting.write_json_atomic(self.output_dir / BEST_INFO, {"step": self.state.step,
+                                                                      self.best_metric: self.state.best_metric})
+        acc.wait_for_everyone()
+
+    def _restore_best(self) -> bool:
+        """Put the best evaluation's weights back in the model; False when the last evaluation was the best."""
+        state = self.state
+        if state.best_step is None or state.best_step == state.last_eval_step:
+            return False
+        path, info_path = self.output_dir / BEST_WEIGHTS, self.output_dir / BEST_INFO
+        try:
+            step = json.loads(info_path.read_text()).get("step")
+        except (OSError, ValueError, AttributeError):
+            step = None
+        if step != state.best_step or not path.is_file():  # e.g. a resumed run that did not repeat that evaluation
+            warnings.warn(f"load_best_model_at_end: {path} does not hold the weights of step {state.best_step}, the "
+                          f"best evaluation; the model saved is the last evaluation's", stacklevel=2)
+            return False
+        self.accelerator.unwrap_model(self.model).load_state_dict(load_file(str(path), device="cpu"))
+        return True
 
     def _windows(self, loader: Any) -> Iterator[list[dict[str, torch.Tensor]]]:
         """Micro-batches grouped by optimizer step (the last window of an epoch may be short)."""
@@ -387,6 +452,11 @@ class Trainer:
         if state.last_eval_step != state.step or not metrics:
             metrics = self._on_eval(state.step / plan.steps_per_epoch)
         runtime = self._elapsed()
+        if self.ema:  # training is over: the model keeps the average, as evaluated
+            self.ema.copy_to()
+            self.ema = None
+        if args.load_best_model_at_end and self._restore_best():
+            metrics = self.evaluate()  # of the model saved, and its predictions too, not the last evaluation's
         samples = state.step * plan.global_batch_size
         final = {**metrics,
                  "train_runtime_s": round(runtime, 3),
@@ -397,7 +467,10 @@ class Trainer:
                  "global_batch_size": plan.global_batch_size, "learning_rate": plan.scaled_learning_rate,
                  "total_steps": state.step, "epoch": round(state.step / plan.steps_per_epoch, 4),
                  "skipped_optimizer_steps": state.skipped_steps,
-                 "stopped_at_target": bool(args.stop_at_target and state.step < plan.total_steps)}
+                 "distributed_type": acc.distributed_type.value,
+                 "stopped_at_target": bool(args.stop_at_target and state.step < plan.total_steps),
+                 "metric_for_best_model": self.best_metric,
+                 "best_model_step": state.best_step if args.load_best_model_at_end else None}
         self._finish(final)
         return final
 
@@ -479,41 +552,54 @@ class Trainer:
         self.state.elapsed_s = self._elapsed()
         self._t0 = time.perf_counter()
         checkpoints.save_checkpoint(self.accelerator, self.output_dir, self.state, self.scheduler, self.ema,
-                                    self.identity, self.args.save_total_limit, self.task.greater_is_better)
+                                    self.identity, self.args.save_total_limit, self.higher_is_better)
         if self.repo_id and self.args.hub_strategy == "every_save":
             with self._averaged_weights():
-                self.task.save_model(self.accelerator.unwrap_model(self.model), self.output_dir)
+                self._save_model()
             self._pushes.append(hub.push_folder(self.output_dir, self.repo_id, self.args.hub_revision,
                                                 f"Training in progress, step {self.state.step}", background=True))
+
+    def _save_model(self) -> None:
+        self.task.save_model(self.accelerator.unwrap_model(self.model), self.output_dir)
+        reporting.usual_modes(self.output_dir)  # safetensors writes its files 0600
 
     def _stop_on_signal(self, saved: bool) -> None:
         """Preemption or Ctrl-C: checkpoint, say how to resume, exit without a traceback."""
         if not saved:
             self._checkpoint()
         self.progress.close()
-        command = shlex.join(["accelerate", "launch", *sys.argv]) if sys.argv and sys.argv[0].endswith(".py") \
-            else "the same command"
+        command = "the same command"
+        if sys.argv and sys.argv[0].endswith(".py"):
+            command = shlex.join(["accelerate", "launch", *sys.argv])
+        elif sys.argv and Path(sys.argv[0]).name == "fastft":
+            command = shlex.join(["fastft", *sys.argv[1:]])
         self.accelerator.print(f"Stopped by {self.stop.name} after optimizer step {self.state.step}; saved "
                                f"{self.output_dir / f'checkpoint-{self.state.step}'}. Resume with: {command}")
         raise SystemExit(128 + self.stop.received)
 
     def _finish(self, final: dict[str, Any]) -> None:
         acc = self.accelerator
-        if self.ema:  # training is over: the model keeps the average, as evaluated
-            self.ema.copy_to()
         acc.wait_for_everyone()
         if acc.is_main_process:
-            self.task.save_model(acc.unwrap_model(self.model), self.output_dir)
+            self._save_model()
+            for scratch in (BEST_WEIGHTS, BEST_INFO):  # the best weights are now the saved model
+                (self.output_dir / scratch).unlink(missing_ok=True)
             self.task.write_artifacts(self.output_dir)
+            task_args = self.task.task_args
             write_plots(self.output_dir, self.plan.schedule, self.plan.scaled_learning_rate,
                         reporting.read_jsonl(self.output_dir / reporting.TRAIN_LOG),
-                        reporting.read_jsonl(self.output_dir / reporting.EVAL_LOG), self.task.main_metric)
+                        reporting.read_jsonl(self.output_dir / reporting.EVAL_LOG), self.task.main_metric,
+                        target_metric=self.args.target_metric, target_value=self.args.target_value,
+                        label_smoothing=self.args.label_smoothing_factor,
+                        soft_targets=bool(getattr(task_args, "mixup_alpha", 0) or getattr(task_args, "cutmix_alpha", 0)))
             reporting.write_json_atomic(self.output_dir / reporting.FINAL, final)
             write_card(self.output_dir, self.task.card_info(), self.repo_id)
         acc.wait_for_everyone()
-        acc.print(f"Done: {self.task.main_metric}={final.get(self.task.main_metric)} after {final['total_steps']} "
-                  f"steps in {final['train_runtime_s']:.0f}s. Model, metrics.json and plots/ are in "
-                  f"{self.output_dir.resolve()}")
+        best = (f" (the best evaluation by {self.best_metric}, step {final['best_model_step']})"
+                if final["best_model_step"] is not None else "")
+        acc.print(f"Done: {self.task.main_metric}={final.get(self.task.main_metric)}{best} after "
+                  f"{final['total_steps']} steps in {final['train_runtime_s']:.0f}s. Model, metrics.json and plots/ "
+                  f"are in {self.output_dir.resolve()}")
         if self.repo_id:
             for pending in self._pushes:  # let in-progress pushes land before the final commit
                 error = pending.exception()

@@ -6,20 +6,27 @@ smoothed loss against the LR goes to ``plots/lr_find.png`` and ``lr_find.json``
 with suggested maxima for one-cycle, stated as ``learning_rate`` at the recipe's
 ``reference_batch_size`` (the sweep itself runs at the real global batch). Nothing else
 in output_dir is touched.
+
+The plot and the printed line give ONE suggestion, ``valley`` (fastai's default since
+2.4): several lines on one plot left the user to pick, which is the job the sweep is
+for. The other rules stay in lr_find.json.
 """
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
+from matplotlib.figure import Figure
 
 from fastft.interrupts import StopSignals
 
 if TYPE_CHECKING:
     from fastft.engine import Trainer
+
+SUGGESTION = "valley"  # the rule the plot and the printed line go by
 
 
 def suggestions(lrs: list[float], losses: list[float]) -> dict[str, float]:
@@ -50,13 +57,35 @@ def suggestions(lrs: list[float], losses: list[float]) -> dict[str, float]:
     return {"valley": lrs[valley], "steepest": lrs[steepest], "minimum_div_10": lrs[lowest] / 10}
 
 
+def lr_find_figure(lrs: list[float], losses: list[float], suggested: Optional[float], global_batch: int) -> Figure:
+    """The smoothed loss against the LR, with the suggested LR marked on the curve and labelled once."""
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
+    ax.plot(lrs, losses)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"learning rate at global batch {global_batch}")
+    ax.set_ylabel("smoothed training loss")
+    if suggested is not None:
+        at = min(range(len(lrs)), key=lambda i: abs(math.log(lrs[i] / suggested)))
+        ax.plot([lrs[at]], [losses[at]], "o", color="tab:red", label=f"suggested ({SUGGESTION}): {suggested:.2e}")
+        ax.legend()
+    ax.set_title("LR range test")
+    fig.tight_layout()
+    return fig
+
+
+def summary_line(suggested: dict[str, float], steps: int, stated: str, plot: Path) -> str:
+    """The printed result: the one suggestion first, then the other rules as asides."""
+    if SUGGESTION not in suggested:
+        return f"LR range test over {steps} steps: too few steps for a suggestion. Plot: {plot}"
+    others = ", ".join(f"{k} {v:.3g}" for k, v in suggested.items() if k != SUGGESTION)
+    return (f"LR range test over {steps} steps: suggested maximum LR for one_cycle: {suggested[SUGGESTION]:.3g} "
+            f"({SUGGESTION} rule){stated}" + (f"; other rules in lr_find.json: {others}" if others else "")
+            + f". Plot: {plot}")
+
+
 def run_lr_find(trainer: "Trainer") -> dict[str, Any]:
     """Sweep the LR on the trainer's model and data; returns what lr_find.json holds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     args, acc = trainer.args, trainer.accelerator
     start, end, steps = args.lr_find_start, args.lr_find_end, args.lr_find_steps
     lrs, losses, smooth, best = [], [], 0.0, math.inf
@@ -88,26 +117,15 @@ def run_lr_find(trainer: "Trainer") -> dict[str, Any]:
     scale = trainer.plan.scaled_learning_rate / trainer.plan.learning_rate
     result = {"lrs": lrs, "losses": losses, "suggested": {k: v / scale for k, v in found.items()},
               "suggested_at_global_batch": found, "global_batch_size": trainer.plan.global_batch_size,
-              "reference_batch_size": trainer.plan.reference_batch_size, "steps_run": len(lrs)}
+              "reference_batch_size": trainer.plan.reference_batch_size, "steps_run": len(lrs),
+              "suggestion": SUGGESTION}
     if acc.is_main_process:
         out = Path(args.output_dir)
         (out / "plots").mkdir(parents=True, exist_ok=True)
         (out / "lr_find.json").write_text(json.dumps(result, indent=1))
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.plot(lrs, losses)
-        ax.set_xscale("log")
-        ax.set_xlabel(f"learning rate at global batch {trainer.plan.global_batch_size}")
-        ax.set_ylabel("smoothed training loss")
-        for name, value in found.items():
-            ax.axvline(value, linestyle="--", alpha=0.6, label=f"{name}: {value:.2e}")
-        ax.legend()
-        ax.set_title("LR range test")
-        fig.tight_layout()
-        fig.savefig(out / "plots" / "lr_find.png", dpi=100)
-        plt.close(fig)
-        picks = ", ".join(f"{k} {v:.3g}" for k, v in result["suggested"].items())
+        plot = out / "plots" / "lr_find.png"
+        lr_find_figure(lrs, losses, found.get(SUGGESTION), trainer.plan.global_batch_size).savefig(plot, dpi=100)
         stated = (f" (learning_rate at reference batch {trainer.plan.reference_batch_size}, which fastft scales "
                   f"by {scale:.3g} for global batch {trainer.plan.global_batch_size})" if scale != 1 else "")
-        acc.print(f"LR range test over {len(lrs)} steps: suggested maximum LR for one_cycle: {picks}{stated}. "
-                  f"Plot: {out / 'plots' / 'lr_find.png'}")
+        acc.print(summary_line(result["suggested"], len(lrs), stated, plot))
     return result

@@ -13,10 +13,28 @@ from fastft.errors import UserError
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 
 
-def check_optimizer_name(name: str) -> None:
+# HF TrainingArguments optimizer names -> (timm name, extra arguments). HF's "sgd" is not here: it is plain
+# SGD in HF and Nesterov SGD in timm, and fastft's recipes mean timm's; plain SGD is "momentum".
+HF_OPTIMIZERS = {"adamw_torch": ("adamw", {}), "adamw_hf": ("adamw", {}),
+                 "adamw_torch_fused": ("adamw", {"fused": True}), "adafactor": ("adafactor", {})}
+_NOT_SUPPORTED = ("8bit", "bnb", "apex", "paged", "galore", "lomo", "torchao", "schedule_free", "grokadamw")
+
+
+def resolve_optimizer(name: str) -> tuple[str, dict]:
+    """The timm name and extra optimizer arguments for ``optim`` (a timm or an HF name)."""
+    if name in HF_OPTIMIZERS:
+        return HF_OPTIMIZERS[name]
     if name not in timm.optim.list_optimizers():
-        raise UserError(f"optim '{name}' is not a timm optimizer; valid: adamw, sgd, momentum, lamb, "
-                        f"lars, adafactor, ... (timm.optim.list_optimizers())")
+        hint = (" (bitsandbytes, apex and the other optimizers HF loads from extra packages are not supported)"
+                if any(part in name for part in _NOT_SUPPORTED) else "")
+        raise UserError(f"optim '{name}' is neither a timm optimizer nor an HF name fastft maps{hint}; valid: "
+                        f"adamw, adamw_torch, adamw_torch_fused, sgd (Nesterov), momentum (plain SGD), lamb, lars, "
+                        f"adafactor, ... (timm.optim.list_optimizers())")
+    return name, {}
+
+
+def check_optimizer_name(name: str) -> None:
+    resolve_optimizer(name)
 
 
 def build_optimizer(model: nn.Module, args: TrainingArguments, lr: float,
@@ -29,9 +47,9 @@ def build_optimizer(model: nn.Module, args: TrainingArguments, lr: float,
     Build it before any freezing: timm leaves out parameters that do not
     require grad, and they would never train after unfreezing.
     """
-    check_optimizer_name(args.optim)
-    info = timm.optim.get_optimizer_info(args.optim)
-    extra = {}
+    name, extra = resolve_optimizer(args.optim)
+    info = timm.optim.get_optimizer_info(name)
+    extra = dict(extra)
     if info.has_betas:
         extra["betas"] = (args.adam_beta1, args.adam_beta2)
     if info.has_eps:
@@ -40,7 +58,7 @@ def build_optimizer(model: nn.Module, args: TrainingArguments, lr: float,
         raise UserError(f"layer_decay needs a model that groups its layers (timm models do); "
                         f"{type(model).__name__} does not: unset layer_decay")
     optimizer = timm.optim.create_optimizer_v2(
-        model, opt=args.optim, lr=lr, weight_decay=args.weight_decay, momentum=args.momentum,
+        model, opt=name, lr=lr, weight_decay=args.weight_decay, momentum=args.momentum,
         layer_decay=args.layer_decay, **extra)
     if args.head_lr_scale != 1.0:
         chosen = {id(p) for p in head_params}

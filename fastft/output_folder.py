@@ -43,7 +43,8 @@ def check_foreign(out: Path) -> None:
         return
     found = sorted(p.name for p in out.iterdir())
     plots = {p.name for p in (out / "plots").iterdir()} if (out / "plots").is_dir() else set()
-    if set(found) <= {"lr_find.json", "plots"} and plots <= {"lr_find.png"}:  # what --lr_find alone leaves
+    # what --lr_find or fastft eval alone leaves
+    if set(found) <= {"lr_find.json", "plots", "eval_metrics.json"} and plots <= {"lr_find.png"}:
         return
     if found:
         shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")

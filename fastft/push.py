@@ -16,8 +16,8 @@ from fastft.errors import UserError, exit_on_user_error
 
 
 @exit_on_user_error
-def main(argv: Optional[Sequence[str]] = None) -> str:
-    parser = OneLineParser(prog="python -m fastft.push", description=__doc__.splitlines()[0], allow_abbrev=False)
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m fastft.push") -> str:
+    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("output_dir", help="A finished run's folder (with metrics.json and README.md).")
     parser.add_argument("--hub_model_id", help="user/name or org/name; default: the run's, else <you>/<folder>.")
     parser.add_argument("--hub_revision", help="Branch to push to; default: the run's, else main.")

@@ -34,6 +34,23 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def usual_modes(folder: Path) -> list[Path]:
+    """Give the safetensors files in ``folder`` the mode every other file gets (0o666 less the umask).
+
+    safetensors 0.8 writes through a temporary file that is always 0600 and renamed into place
+    (safetensors issue #782), so a model saved for others to use was readable by its owner alone.
+    Returns the files changed.
+    """
+    umask = os.umask(0)  # the only portable way to read it; set straight back
+    os.umask(umask)
+    mode, changed = 0o666 & ~umask, []
+    for path in sorted(folder.glob("*.safetensors")):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 != mode:
+            path.chmod(mode)
+            changed.append(path)
+    return changed
+
+
 def write_config(output_dir: Path, recipe: dict[str, Any], derived: dict[str, Any]) -> None:
     """The resolved recipe (loadable again with --config) and, commented apart, what was derived."""
     text = yaml.safe_dump({k: _clean(v) for k, v in recipe.items()}, sort_keys=False)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from fastft.engine import main  # noqa: E402
-from fastft.tasks.speech import SpeechArguments, speech_task  # noqa: E402
+from fastft.cli import script_main  # noqa: E402
 
 if __name__ == "__main__":
-    main(speech_task, SpeechArguments)
+    script_main("speech")

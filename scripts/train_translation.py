@@ -4,8 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from fastft.engine import main  # noqa: E402
-from fastft.tasks.translation import TranslationArguments, TranslationTask  # noqa: E402
+from fastft.cli import script_main  # noqa: E402
 
 if __name__ == "__main__":
-    main(TranslationTask, TranslationArguments)
+    script_main("translation")

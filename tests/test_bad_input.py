@@ -139,7 +139,7 @@ CASES = [
     ("target metric without value", ["--target_metric", "eval_accuracy"], ["target_metric and target_value"]),
     ("bad checkpointing_steps", ["--checkpointing_steps", "sometimes"], ["checkpointing_steps", "'epoch'"]),
     ("steps evaluation without eval_steps", ["--eval_strategy", "steps"], ["eval_steps"]),
-    ("unknown optimizer", ["--optim", "adamw_torch_fused"], ["optim 'adamw_torch_fused'", "timm"]),
+    ("unknown optimizer", ["--optim", "adamw_apex_fused"], ["optim 'adamw_apex_fused'", "timm", "apex"]),
     ("world_size outside a dry run", ["--world_size", "8"], ["world_size only applies with --dry_run"]),
     ("non-number milestone", ["--lr_decay_epochs", "30", "sixty"], ["lr_decay_epochs", "number"]),
     ("resume from a folder that does not exist", ["--resume_from_checkpoint", "/no/checkpoint-4"],

@@ -287,6 +287,9 @@ def test_lr_find_sweeps_plots_and_suggests_without_touching_a_run(tmp_path, tiny
         assert result["suggested"][name] == pytest.approx(2 * at_batch_8)
     printed = capsys.readouterr().out
     assert "suggested maximum LR for one_cycle" in printed and "at reference batch 16" in printed
+    # One suggestion, named first: the valley rule's (the others are asides, and in lr_find.json).
+    assert f"one_cycle: {result['suggested']['valley']:.3g} (valley rule)" in printed
+    assert result["suggestion"] == "valley"
     after = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file() and p.name != "lr_find.json"}
     assert after == before  # the finished run's files are untouched
     # On a textbook curve (flat, falling, then exploding) the picks land on the falling part.

@@ -219,9 +219,13 @@ class AsrTask(Seq2SeqTask):
 
     def card_info(self) -> dict[str, Any]:
         return {**super().card_info(), "tags": ["automatic-speech-recognition", "whisper" if self.whisper else "asr"],
-                "metric_type": "wer", "metric_name": "WER",
-                "load": 'from transformers import pipeline\n\n'
-                        'asr = pipeline("automatic-speech-recognition", model="{repo_id}")'}
+                "metric_type": "wer", "metric_name": "WER", "task_name": "speech",
+                "eval_split": self.data.eval_split_used,
+                "load": 'from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor\n\n'
+                        'model = AutoModelForSpeechSeq2Seq.from_pretrained("{repo_id}")\n'
+                        'processor = AutoProcessor.from_pretrained("{repo_id}")',
+                "pipeline": 'from transformers import pipeline\n\n'
+                            'asr = pipeline("automatic-speech-recognition", model="{repo_id}")'}
 
     def _cache_mb_per_clip(self) -> float:
         """Size of one clip's cached encoder output: positions x d_model float32."""

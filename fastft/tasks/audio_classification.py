@@ -144,8 +144,12 @@ class AudioClassificationTask(Task):
     # -- reporting -----------------------------------------------------------------------
     def card_info(self) -> dict[str, Any]:
         return {**super().card_info(), "tags": ["audio-classification"], "metric_name": "Accuracy",
-                "load": 'from transformers import pipeline\n\n'
-                        'classifier = pipeline("audio-classification", model="{repo_id}")'}
+                "task_name": "speech", "eval_split": self.data.eval_split_used,
+                "load": 'from transformers import AutoFeatureExtractor, AutoModelForAudioClassification\n\n'
+                        'model = AutoModelForAudioClassification.from_pretrained("{repo_id}")\n'
+                        'extractor = AutoFeatureExtractor.from_pretrained("{repo_id}")',
+                "pipeline": 'from transformers import pipeline\n\n'
+                            'classifier = pipeline("audio-classification", model="{repo_id}")'}
 
     def check_sources(self) -> None:
         speech_models.resolve(self.task_args.model_name_or_path)

@@ -19,6 +19,7 @@ class Task(abc.ABC):
     pipeline_tag: str = "other"  # the Hub's task name, for the model card
     drop_last: bool = False  # drop the last incomplete training batch
     _model: Optional[nn.Module] = None  # what build_model made, kept because data set-up may need it
+    eval_split_used: Optional[str] = None  # the split evaluated on, in words, once load_data has picked it
 
     def __init__(self, task_args: Any, args: TrainingArguments):
         self.task_args, self.args = task_args, args
@@ -86,6 +87,7 @@ class Task(abc.ABC):
         metric = self.main_metric.removeprefix("eval_")
         return {"library_name": "transformers", "pipeline_tag": self.pipeline_tag, "tags": [],
                 "main_metric": self.main_metric, "metric_type": metric, "metric_name": metric,
+                "eval_split": self.eval_split_used,
                 "load": 'from transformers import AutoModel\n\nmodel = AutoModel.from_pretrained("{repo_id}")'}
 
     def check_sources(self) -> None:

@@ -33,6 +33,20 @@ def named_split(raw: datasets.DatasetDict, args: Any, field_name: str, dataset: 
     return raw[split]
 
 
+def eval_split_name(raw: datasets.DatasetDict, args: Any) -> Optional[str]:
+    """The split with_eval_split evaluates on: the recipe's eval_split, else validation, else test; None when
+    it holds out part of train instead."""
+    if args.eval_split is not None:
+        return args.eval_split
+    return next((name for name in ("validation", "test") if name in raw), None)
+
+
+def describe_eval_split(raw: datasets.DatasetDict, args: Any) -> str:
+    """The evaluation split in words, for the model card: e.g. ``test`` or ``train (15% held out)``."""
+    split = eval_split_name(raw, args)
+    return split if split is not None else f"{args.train_split} ({args.train_val_split * 100:g}% held out)"
+
+
 def with_eval_split(raw: datasets.DatasetDict, train: datasets.Dataset, args: Any, seed: int, dataset: str,
                     limits: tuple[Optional[int], Optional[int]],
                     label_column: Optional[str] = None) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -40,10 +54,8 @@ def with_eval_split(raw: datasets.DatasetDict, train: datasets.Dataset, args: An
     deterministic train_val_split share of train, stratified when ``label_column`` holds classes; each
     cut to a seeded random subset of at most ``limits`` (max_train_samples, max_eval_samples) rows."""
     if args.eval_split is not None:
-        split = args.eval_split
         named_split(raw, args, "eval_split", dataset)
-    else:
-        split = next((name for name in ("validation", "test") if name in raw), None)
+    split = eval_split_name(raw, args)
     if split == args.train_split:
         warnings.warn(f"the eval split is the training split ({split}): its metrics measure memorisation, not "
                       f"generalisation; set eval_split to another split", stacklevel=2)

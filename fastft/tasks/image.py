@@ -1,24 +1,25 @@
 """Image classification: HF datasets in, timm models (pretrained, new head) out."""
 from __future__ import annotations
 
-import dataclasses
 import io
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional
+from typing import Any, Iterable, Optional
 
 import datasets
 import torch
 from torch import nn
 
 from fastft import assets
-from fastft.config import TrainingArguments, field
+from fastft.config import TrainingArguments
 from fastft.errors import UserError
 from fastft.metrics import load_metric
 from fastft.models import create_image_classifier, head_of, model_family, save_image_classifier
 from fastft.regularization import MixupCutmix, classification_loss
+from fastft.task_fields import ImageArguments
 from fastft.tasks.base import Task
-from fastft.tasks.common import accuracy, classification_outputs, find_column, named_split, with_eval_split
+from fastft.tasks.common import (accuracy, classification_outputs, describe_eval_split, find_column, named_split,
+                                 with_eval_split)
 
 # Train-set sizes of well-known Hub datasets, so a dry run plans without downloading them.
 KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "uoft-cs/cifar10": 50_000, "cifar100": 50_000, "uoft-cs/cifar100": 50_000,
@@ -26,37 +27,6 @@ KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "uoft-cs/cifar10": 50_000, "cifar100": 5
                      "ethz/food101": 75_750, "zalando-datasets/fashion_mnist": 60_000, "fashion_mnist": 60_000}
 IMAGE_COLUMNS = ("image", "img", "pixel_values", "jpg", "png")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "cls", "class")
-
-
-@dataclasses.dataclass
-class ImageArguments:
-    """Fields of the image-classification task."""
-
-    model_name_or_path: str = field(None, "timm name, Hub id (timm or transformers), local folder or fastft: asset.")
-    pretrained: bool = field(True, "Load pretrained weights; false trains the same architecture from scratch.")
-    zero_init_head: bool = field(True, "Start a new head at zero on pretrained weights (BiT, Kolesnikov et al. 2020).")
-    dataset_name: str = field("fastft:fashion_mnist", "HF dataset: Hub name, 'imagefolder' (with data_dir) or fastft: asset.")
-    dataset_config_name: Optional[str] = field(None, "Configuration of the Hub dataset, if it has several.")
-    data_dir: Optional[str] = field(None, "Local folder for imagefolder: train/ and test/ or validation/ class folders.")
-    train_split: str = field("train", "Split to train on.")
-    eval_split: Optional[str] = field(None, "Split to evaluate on; unset: validation, else test, else held out.")
-    train_val_split: float = field(0.15, "Share of train held out for evaluation when there is no eval split.",
-                                   min=0, max=1, exclusive_min=True, exclusive_max=True)
-    image_column: Optional[str] = field(None, "Column holding the images; unset: detected.")
-    label_column: Optional[str] = field(None, "Column holding the class labels; unset: detected.")
-    image_size: Optional[int] = field(None, "Input resolution; unset: the model's pretrained size.", min=8)
-    eval_crop_pct: Optional[float] = field(None, "Center-crop share at evaluation; unset: the model's.",
-                                           min=0, max=1, exclusive_min=True)
-    train_crop_scale_min: float = field(0.08, "Smallest area share of RandomResizedCrop in training.",
-                                        min=0, max=1, exclusive_min=True)
-    hflip: float = field(0.5, "Probability of a horizontal flip in training.", min=0, max=1)
-    auto_augment: Optional[str] = field(None, "timm auto-augment policy, e.g. rand-m9-mstd0.5; unset: none.")
-    mixup_alpha: float = field(0.0, "Mixup Beta(alpha, alpha); 0 turns mixup off (Zhang et al. 2018).", min=0)
-    cutmix_alpha: float = field(0.0, "CutMix Beta(alpha, alpha); 0 turns cutmix off (Yun et al. 2019).", min=0)
-    mixup_prob: float = field(1.0, "Probability of mixing a batch.", min=0, max=1)
-    on_bad_image: Literal["error", "skip"] = field("error", "An unreadable image stops the run, or is skipped "
-                                                   "with a warning.")
-    mixup_switch_prob: float = field(0.5, "Probability of cutmix instead of mixup when both are on.", min=0, max=1)
 
 
 class _Images(torch.utils.data.Dataset):
@@ -162,6 +132,7 @@ class ImageTask(Task):
             raise UserError(f"label_column {self.label_column!r} holds {_kind(label_feature)}, not class ids; name "
                             f"the column of class labels (this dataset has {', '.join(train.column_names)})")
         limits = (self.args.max_train_samples, self.args.max_eval_samples)
+        self.eval_split_used = describe_eval_split(raw, a)
         return with_eval_split(raw, train, a, self.args.seed, a.dataset_name, limits, self.label_column)
 
     def _labels(self, train: datasets.Dataset, evaluation: datasets.Dataset) -> list[str]:
@@ -272,7 +243,10 @@ class ImageTask(Task):
         save_image_classifier(model, output_dir, self.label_names, self.data_config)
 
     def card_info(self) -> dict[str, Any]:
-        info = {**super().card_info(), "tags": ["image-classification"], "metric_name": "Accuracy"}
+        # transformers' image-classification pipeline reads both layouts (timm's through TimmWrapper).
+        info = {**super().card_info(), "tags": ["image-classification"], "metric_name": "Accuracy",
+                "task_name": "image", "pipeline": 'from transformers import pipeline\n\n'
+                                                  'classifier = pipeline("image-classification", model="{repo_id}")'}
         if model_family(self.task_args.model_name_or_path) == "timm":
             info.update(library_name="timm", tags=["image-classification", "timm"],
                         load='import timm\n\nmodel = timm.create_model("hf-hub:{repo_id}", pretrained=True)')

@@ -13,7 +13,6 @@ its inputs (``collate_inputs``) and its metric (``score``):
 from __future__ import annotations
 
 import abc
-import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,24 +23,12 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from fastft import reporting
-from fastft.config import TrainingArguments, field
+from fastft.config import TrainingArguments
+from fastft.task_fields import Seq2SeqArguments
 from fastft.tasks.base import Task
 
 IGNORE_INDEX = -100  # label padding that the loss skips, as in transformers
 PREDICTIONS_FILE = "predictions.txt"
-
-
-@dataclasses.dataclass
-class Seq2SeqArguments:
-    """Fields every sequence-to-sequence task shares."""
-
-    model_name_or_path: Optional[str] = field(None, "Seq2seq checkpoint: Hub id, local folder or fastft: asset.")
-    max_target_length: int = field(128, "Longest tokenized target in training; longer ones are truncated.", min=1)
-    num_beams: int = field(1, "Beam width when generating at evaluation; 1 is greedy.", min=1)
-    max_new_tokens: Optional[int] = field(None, "Most tokens generated per sample at evaluation; unset: "
-                                                "max_target_length.", min=1)
-    eval_before_training: bool = field(False, "Evaluate once before the first optimizer step (a baseline in "
-                                              "metrics.jsonl).")
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

@@ -16,15 +16,14 @@ import torch
 
 from fastft import speech_assets
 from fastft.assets import is_asset
-from fastft.audio import duration_s, load_audio
+from fastft.audio import AUDIO_SUFFIXES, duration_s, load_audio
 from fastft.errors import UserError
 from fastft.data_files import check_same_columns, load_local, scan_data_file
-from fastft.tasks.common import find_column, named_split, with_eval_split
+from fastft.tasks.common import describe_eval_split, find_column, named_split, with_eval_split
 
 AUDIO_COLUMNS = ("audio", "path", "file", "file_name", "filename", "audio_path", "audio_filepath")
 TEXT_COLUMNS = ("text", "sentence", "transcription", "transcript", "normalized_text", "raw_transcription")
 LABEL_COLUMNS = ("label", "labels", "class", "keyword", "command", "intent")
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif"}
 SPLIT_FOLDERS = {"train": ("train", "training"), "validation": ("validation", "valid", "val", "dev"),
                  "test": ("test", "testing", "eval", "evaluation")}
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
@@ -38,6 +37,7 @@ class SpeechData:
 
     def __init__(self, task_args: Any, seed: int, max_train: Optional[int], max_eval: Optional[int]):
         self.a, self.seed, self.max_train, self.max_eval = task_args, seed, max_train, max_eval
+        self.eval_split_used: Optional[str] = None  # set by splits(), for the model card
 
     # -- where the data comes from -------------------------------------------------------
     def files(self) -> dict[str, Path]:
@@ -120,6 +120,7 @@ class SpeechData:
                             f"transcripts; set text_column to the column of texts")
         # Cut to max_*_samples before the duration filter, as HF's scripts do: filtering a whole Hub
         # split would read every header.
+        self.eval_split_used = describe_eval_split(raw, a)
         train, evaluation = with_eval_split(raw, train, a, self.seed, self.name(), (self.max_train, self.max_eval),
                                             self.target_column)
         return self._prepare(train, "training"), self._prepare(evaluation, "evaluation")

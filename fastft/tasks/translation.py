@@ -7,7 +7,6 @@ Rothe et al. 2020). Scored by generation on sacreBLEU (main) and chrF.
 """
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
@@ -18,11 +17,12 @@ from torch import nn
 
 from fastft import text_assets
 from fastft.data_files import check_same_columns, json_kind, load_local, scan_data_file
-from fastft.config import TrainingArguments, field
+from fastft.config import TrainingArguments
 from fastft.errors import UserError
 from fastft.metrics import load_metric
-from fastft.tasks.common import named_split, with_eval_split
-from fastft.tasks.seq2seq import Seq2SeqArguments, Seq2SeqTask
+from fastft.tasks.common import describe_eval_split, eval_split_name, named_split, with_eval_split
+from fastft.task_fields import TranslationArguments
+from fastft.tasks.seq2seq import Seq2SeqTask
 from fastft.text_models import check_names, load_seq2seq
 
 DEFAULT_DATASET = "fastft:gettext_en_de"
@@ -31,44 +31,6 @@ KNOWN_TRAIN_SIZES = {("wmt16", "ro-en"): 610_320, ("wmt/wmt16", "ro-en"): 610_32
                      ("wmt16", "de-en"): 4_548_885, ("wmt/wmt16", "de-en"): 4_548_885,
                      ("wmt14", "de-en"): 4_508_785, ("wmt/wmt14", "de-en"): 4_508_785}
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
-
-
-@dataclasses.dataclass
-class TranslationArguments(Seq2SeqArguments):
-    """Fields of the translation task."""
-
-    encoder_name_or_path: Optional[str] = field(None, "Warm-start the encoder from this checkpoint (BERT2BERT, "
-                                                      "Rothe et al. 2020), with decoder_name_or_path.")
-    decoder_name_or_path: Optional[str] = field(None, "Warm-start the decoder from this checkpoint (it gains "
-                                                      "new cross-attention).")
-    tokenizer_name: Optional[str] = field(None, "Tokenizer to use; unset: the model's (or the encoder's).")
-    pretrained: bool = field(True, "Load pretrained weights; false trains the same architecture from scratch.")
-    source_lang: Optional[str] = field(None, "Source language: its key in the translation column, e.g. en.")
-    target_lang: Optional[str] = field(None, "Target language: its key in the translation column, e.g. de.")
-    source_lang_code: Optional[str] = field(None, "Source language code of a multilingual tokenizer (mBART en_XX, "
-                                                  "NLLB eng_Latn).")
-    target_lang_code: Optional[str] = field(None, "Target language code of a multilingual tokenizer (mBART ro_RO, "
-                                                  "NLLB ron_Latn); generation is forced to start with it.")
-    source_prefix: str = field("", "Text put before every source, e.g. 'translate English to German: ' for T5.")
-    max_source_length: int = field(1024, "Longest tokenized source; longer ones are truncated.", min=1)
-    dataset_name: Optional[str] = field(None, "HF dataset: Hub name, json or csv (with train_file), or fastft: "
-                                              "asset; unset: the files' type, else fastft:gettext_en_de.")
-    dataset_config_name: Optional[str] = field(None, "Configuration of the Hub dataset, e.g. ro-en for wmt16.")
-    train_file: Optional[str] = field(None, "Local json/jsonl/csv file of training pairs.")
-    validation_file: Optional[str] = field(None, "Local json/jsonl/csv file of evaluation pairs.")
-    test_file: Optional[str] = field(None, "Local json/jsonl/csv file of test pairs (evaluated if no validation).")
-    train_split: str = field("train", "Split to train on.")
-    eval_split: Optional[str] = field(None, "Split to evaluate on; unset: validation, else test, else held out.")
-    train_val_split: float = field(0.05, "Share of train held out for evaluation when there is no eval split.",
-                                   min=0, max=1, exclusive_min=True, exclusive_max=True)
-    source_column: Optional[str] = field(None, "Column of source texts, for data without a translation column; "
-                                               "unset: the column named source_lang.")
-    target_column: Optional[str] = field(None, "Column of target texts, for data without a translation column; "
-                                               "unset: the column named target_lang.")
-    freeze_embeddings: bool = field(False, "Keep the token embeddings and the output layer tied to them fixed: "
-                                           "faster steps, pretrained vectors for rare words.")
-    eval_lowercase: bool = field(False, "Case-insensitive BLEU and chrF (sacrebleu --lowercase), e.g. for an "
-                                        "uncased target tokenizer.")
 
 
 def _text(value: Any) -> str:
@@ -184,7 +146,8 @@ class TranslationTask(Seq2SeqTask):
         a, raw, name = self.task_args, self._load_raw(), self._dataset()
         train, evaluation = with_eval_split(raw, named_split(raw, a, "train_split", name), a, self.args.seed, name,
                                             (self.args.max_train_samples, self.args.max_eval_samples))
-        eval_split = a.eval_split or next((s for s in ("validation", "test") if s in raw), None)  # as with_eval_split
+        eval_split = eval_split_name(raw, a)
+        self.eval_split_used = describe_eval_split(raw, a)
         train = self._drop_empty(train, "training", self._origin(a.train_split))
         evaluation = self._drop_empty(evaluation, "evaluation", self._origin(eval_split) if eval_split else
                                       f"{self._origin(a.train_split)} (held out)")
@@ -335,9 +298,15 @@ class TranslationTask(Seq2SeqTask):
         return {"eval_bleu", "eval_chrf", "eval_loss"}
 
     def card_info(self) -> dict[str, Any]:
+        example = ((self.task_args.source_prefix or "") + "Hello world").replace("{", "{{").replace("}", "}}")
+        # transformers 5 dropped the translation and text2text-generation pipelines: generate() it is.
         return {**super().card_info(), "tags": ["translation"], "metric_type": "bleu", "metric_name": "sacreBLEU",
-                "load": 'from transformers import pipeline\n\n'
-                        'translate = pipeline("translation", model="{repo_id}")'}
+                "task_name": "translation", "pipeline": None,
+                "load": 'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n'
+                        'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
+                        'model = AutoModelForSeq2SeqLM.from_pretrained("{repo_id}")\n'
+                        f'inputs = tokenizer([{example!r}], return_tensors="pt", return_token_type_ids=False)\n'
+                        'print(tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True))'}
 
     def describe(self) -> list[str]:
         a, files = self.task_args, self._files()
