@@ -107,7 +107,8 @@ def test_command_mistakes_are_one_line(tmp_path):
     for args, words in [(["tran"], "did you mean train"), (["train", "imag"], "did you mean image"),
                         (["train"], "needs a task"), (["eval"], "one MODEL"),
                         (["eval", "no_such_folder"], "--config"),
-                        (["push", "no_such_folder"], "is not a folder")]:
+                        (["push", "no_such_folder"], "is not a folder"),
+                        (["predict"], "MODEL, FILES"), (["predict", "m", "no_such.png"], "does not exist")]:
         done = command(*args, cwd=tmp_path)
         assert done.returncode == 2, (args, done.stderr)
         assert done.stderr.count("\n") == 1 and words in done.stderr, (args, done.stderr)

@@ -225,7 +225,9 @@ class AsrTask(Seq2SeqTask):
                         'model = AutoModelForSpeechSeq2Seq.from_pretrained("{repo_id}")\n'
                         'processor = AutoProcessor.from_pretrained("{repo_id}")',
                 "pipeline": 'from transformers import pipeline\n\n'
-                            'asr = pipeline("automatic-speech-recognition", model="{repo_id}")'}
+                            # the pipeline's default beam search would not decode as the evaluation did
+                            'asr = pipeline("automatic-speech-recognition", model="{repo_id}", '
+                            f'generate_kwargs={{{{"num_beams": {self.task_args.num_beams}}}}})'}
 
     def _cache_mb_per_clip(self) -> float:
         """Size of one clip's cached encoder output: positions x d_model float32."""
