@@ -17,7 +17,8 @@ from typing import Optional
 from fastft.errors import UserError
 
 # Resumable training state and scratch files are not part of the published model.
-IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", ".tmp-*", ".tmp-*/**", "*.tmp", "train_log.jsonl"]
+IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", ".tmp-*", ".tmp-*/**", "*.tmp", "train_log.jsonl",
+                   "best_model.*"]  # load_best_model_at_end's weights in waiting
 
 
 def _token() -> str:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from fastft import reporting
+from fastft.metrics import higher_is_better
 
 # (is it on in this recipe?, what it is, paper)
 TRICKS: list[tuple[Callable[[dict], bool], str, str]] = [
@@ -213,8 +214,12 @@ def build_card(output_dir: Path, info: dict[str, Any], repo_id: str | None = Non
     results = "\n".join(f"| {k} | {round(v, 4) if isinstance(v, float) else v} |"
                         for k, v in metrics.items() if v is not None)
     ttt = metrics.get("time_to_target_s")
-    target = (f"Reached {metrics.get('target_metric')} >= {metrics.get('target_value')} after {ttt:.0f} s of "
+    reached = ">=" if higher_is_better(str(metrics.get("target_metric"))) else "<="
+    target = (f"Reached {metrics.get('target_metric')} {reached} {metrics.get('target_value')} after {ttt:.0f} s of "
               f"training." if ttt is not None else "The run's target was not set or not reached.")
+    if metrics.get("best_model_step") is not None:  # load_best_model_at_end
+        target += (f" The weights are those of the best evaluation by {metrics.get('metric_for_best_model')}, at "
+                   f"step {metrics['best_model_step']} of {metrics.get('total_steps')}.")
     plots = "\n".join(f"![{p.stem}](plots/{p.name})" for p in sorted((output_dir / "plots").glob("*.png")))
     where = repo_id or str(output_dir.resolve())
     load = info["load"].format(repo_id=where)

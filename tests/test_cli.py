@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, image_argv
+from hub_server import fake_hub, make_fake_hub  # noqa: F401  (fixtures)
 
 import fastft
 from fastft.cli import TASKS, run_command, task_fields
@@ -73,19 +74,25 @@ def test_installed_command_trains_then_evaluates_the_saved_model_to_the_runs_own
         final["eval_accuracy"]
 
 
-def test_eval_is_distributed_without_duplicate_samples(tmp_path, tiny_images, tiny_model):
+def test_two_processes_train_through_accelerate_launch_m_fastft_and_eval_without_duplicates(tmp_path,
+                                                                                          tiny_images, tiny_model):
     # 21 eval images over 2 processes at batch 8: the padding samples accelerate adds must not count.
-    out = tmp_path / "out"
-    assert run_command(["train", "image", *image_argv(out, tiny_images, tiny_model, "--num_train_epochs", "1")])
-    single = json.loads((out / "metrics.json").read_text())
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                 str(REPO / "accelerate_configs/cpu_multi_process.yaml"), "-m", "fastft"]
+    out = tmp_path / "out"
+    trained = command("train", "image", *image_argv(out, tiny_images, tiny_model, "--num_train_epochs", "1"),
+                      cwd=tmp_path, launcher=launcher)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    final = json.loads((out / "metrics.json").read_text())
+    assert final["num_processes"] == 2 and final["eval_samples"] == 21
     done = command("eval", str(out), "--output_dir", str(tmp_path / "two"), cwd=tmp_path, launcher=launcher)
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "eval_metrics.json").read_text())
-    assert two["num_processes"] == 2 and two["eval_samples"] == 21
-    assert two["eval_accuracy"] == single["eval_accuracy"]
-    assert two["eval_loss"] == pytest.approx(single["eval_loss"], rel=1e-5)
+    one = run_command(["eval", str(out), "--output_dir", str(tmp_path / "one")])
+    assert two["num_processes"] == 2 and one["num_processes"] == 1
+    for result in (one, two):
+        assert result["eval_samples"] == 21 and result["eval_accuracy"] == final["eval_accuracy"]
+        assert result["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-5)
 
 
 def test_shipped_recipe_by_name_from_any_folder_and_the_recipe_list(tmp_path):
@@ -220,6 +227,7 @@ def test_load_best_model_at_end_saves_the_best_evaluation_not_the_last(tmp_path,
     assert final["eval_accuracy"] == best["eval_accuracy"]
     assert final["eval_loss"] == pytest.approx(best["eval_loss"], rel=1e-6)
     assert not (out / "best_model.safetensors").exists() and not (out / "best_model.json").exists()
+    assert f"best evaluation by eval_accuracy, at step {best['step']}" in (out / "README.md").read_text()
     evaluated = fastft.evaluate(str(out), "image")  # the saved model is the best one
     assert evaluated["eval_accuracy"] == best["eval_accuracy"]
     assert evaluated["eval_loss"] == pytest.approx(best["eval_loss"], rel=1e-6)
@@ -299,3 +307,20 @@ def test_a_wheel_ships_the_recipes(tmp_path):
     assert "fastft = fastft.cli:main" in zipfile.ZipFile(next(tmp_path.glob("fastft-*.whl"))).read(entry).decode()
     if not had_build:  # setuptools builds in the source tree
         shutil.rmtree(REPO / "build", ignore_errors=True)
+
+
+def test_the_pushed_model_is_the_best_one_and_fastft_push_pushes_a_run_again(tmp_path, shifted_images, tiny_model,
+                                                                            fake_hub):
+    out = tmp_path / "pushed"
+    final = run_command(["train", "image", *image_argv(out, shifted_images, tiny_model, *BEST_FLAGS,
+                                                        "--load_best_model_at_end", "--push_to_hub",
+                                                        "--hub_model_id", "alice/best")])
+    files = fake_hub.commits("alice/best")[-1].files
+    assert files["model.safetensors"] == (out / "model.safetensors").read_bytes()
+    assert not any(name.startswith("best_model") for name in files)
+    assert f"at step {final['best_model_step']} of" in files["README.md"].decode()
+    done = command("push", str(out), "--hub_model_id", "alice/again", cwd=tmp_path,
+                   extra_env=fake_hub.client_env(tmp_path / "home"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "alice/again" in done.stdout
+    assert fake_hub.commits("alice/again")[-1].files["model.safetensors"] == files["model.safetensors"]

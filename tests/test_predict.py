@@ -416,3 +416,17 @@ def test_pretrained_assets_name_a_real_photo_and_transcribe_real_speech(tmp_path
     clips = [str(ASTERISK_DIR / "hello-world.wav"), str(ASTERISK_DIR / "agent-pass.wav")]
     rows = predict("fastft:whisper_tiny_en", clips)
     assert [r["text"] for r in rows] == ["Hello world!", "Please enter your password, followed by the pound key."]
+
+
+@pytest.mark.parametrize("run_name", ["translation_run", "asr_run", "keyword_run", "vit_run"])
+def test_fastft_eval_of_each_tasks_run_equals_its_final_evaluation(run_name, request, tmp_path):
+    from fastft.cli import run_command
+
+    run = request.getfixturevalue(run_name)
+    final = run_metrics(run)
+    result = run_command(["eval", str(run), "--output_dir", str(tmp_path / "eval")])
+    assert result == json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
+    main = next(k for k in ("eval_bleu", "eval_wer", "eval_accuracy") if k in final)
+    assert result[main] == pytest.approx(final[main], rel=1e-9, abs=1e-9)
+    assert result["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-5)
+    assert result["eval_samples"] == final["eval_samples"]
