@@ -1,6 +1,6 @@
 """The machine a benchmark ran on, as RESULTS.md names it.
 
-Cloud VMs of one name differ underneath: two sessions' "AMD EPYC" were different processor
+Cloud VMs of one name differ underneath: two "AMD EPYC" VMs were different processor
 generations, with different speeds and even different training trajectories (convolution
 kernels are chosen per instruction set). So a CPU is named by its family and model numbers
 and the vector units that decide fp32 and bf16 speed.

@@ -75,7 +75,7 @@ class Bench:
 
 
 EMA_2_EPOCHS = ["--model_ema", "true", "--num_train_epochs", "2"]
-SHORT_RISE = [*EMA_2_EPOCHS, "--one_cycle_pct_start", "0.1"]  # the image recipe's best in session 8
+SHORT_RISE = [*EMA_2_EPOCHS, "--one_cycle_pct_start", "0.1"]  # the shorter one-cycle rise (10 %), with the EMA
 HALF_BATCH = ["--per_device_train_batch_size", "32", "--lr_scaling", "linear"]  # at half the LR (linear scaling)
 IMAGE = Bench(
     script="train_image.py", metric="eval_accuracy", eval_data="Fashion-MNIST test images",
@@ -103,20 +103,20 @@ IMAGE = Bench(
         "+ head only then all (freeze_epochs 1)": ["--freeze_epochs", "1"],
         "+ weight EMA": ["--model_ema", "true"],
     },
-    # recipes/image/quickstart.yaml until session 12: one epoch of one-cycle at batch 64. The quickstart now is
-    # "recommended + weight EMA and 10% rise at batch 32"; this stays, so that earlier commands still reproduce.
+    # The batch-64 image recipe: one epoch of one-cycle. recipes/image/quickstart.yaml trains as
+    # "recommended + weight EMA and 10% rise at batch 32"; this stays, so that the results' commands reproduce.
     recommended=["--optim", "adamw", "--lr_scheduler_type", "one_cycle", "--label_smoothing_factor", "0.1",
                  "--channels_last", "true", "--zero_init_head", "true", "--num_train_epochs", "1"],
     variants={"recommended + weight EMA": ["--model_ema", "true"],
               "recommended for 2 epochs": ["--num_train_epochs", "2"],
               "recommended + weight EMA for 2 epochs": EMA_2_EPOCHS,
-              # Candidates for a faster EMA recipe (session 8), chosen on seeds 10-11, confirmed on fresh seeds.
+              # Candidates for a faster EMA recipe, chosen on seeds 10-11, confirmed on others.
               "recommended + weight EMA for 2 epochs and one-cycle rising 10%": SHORT_RISE,
               "recommended + weight EMA for 2 epochs and EMA decay at most 0.9": [
                   *EMA_2_EPOCHS, "--model_ema_decay", "0.9"],
               "recommended + weight EMA for 2 epochs and linear decay after 10% warmup": [
                   *EMA_2_EPOCHS, "--lr_scheduler_type", "linear", "--warmup_steps", "0.1"],
-              # Candidates on top of the shorter rise (session 11), chosen on seeds 10-11, confirmed on 12-16.
+              # Candidates on top of the shorter rise, chosen on seeds 10-11, confirmed on 12-16.
               "shorter rise + 10x LR on the new head": [*SHORT_RISE, "--head_lr_scale", "10"],
               "shorter rise + layer-wise LR decay 0.9": [*SHORT_RISE, "--layer_decay", "0.9"],
               "shorter rise at batch 32": [*SHORT_RISE, *HALF_BATCH],
@@ -141,7 +141,7 @@ TRANSLATION = Bench(
     tricks={
         "baseline": [],
         "from scratch": ["--pretrained", "false"],
-        # It has not started translating after one epoch (session 7): 4 epochs bound its time well past 5x.
+        # It has not started translating after one epoch: 4 epochs bound its time well past 5x.
         "from scratch for 4 epochs": ["--pretrained", "false", "--num_train_epochs", "4"],
         "+ one-cycle": ["--lr_scheduler_type", "one_cycle"],
         "+ warmup and LR scaled to batch 64": ["--per_device_train_batch_size", "64", "--lr_scaling", "linear",
@@ -154,7 +154,7 @@ TRANSLATION = Bench(
     # recipes/translation/quickstart.yaml
     recommended=["--optim", "adamw", "--lr_scheduler_type", "linear", "--warmup_steps", "30",
                  "--label_smoothing_factor", "0.1", "--head_lr_scale", "10", "--freeze_embeddings", "true"],
-    # The recipe minus one part: no part helps alone (session 6), so what each adds is seen only in the whole.
+    # The recipe minus one part: no part helps alone, so what each adds is seen only in the whole.
     variants={"recommended without warmup": ["--warmup_steps", "0"],
               "recommended without label smoothing": ["--label_smoothing_factor", "0"],
               "recommended without 10x LR on new weights": ["--head_lr_scale", "1"],

@@ -29,11 +29,11 @@ def _args(task: str, config: Optional[str], fields: dict[str, Any]) -> tuple[Any
 def train(task: str, config: Optional[str] = None, **fields: Any) -> Optional[dict[str, Any]]:
     """Train ``task`` (image, translation or speech) from a recipe (path or shipped name) and/or fields;
     return the final metrics (metrics.json), or None for a dry run."""
-    from fastft import engine
     from fastft.cli import task_factory
+    from fastft.run import run as run_task
 
     task_args, args = _args(task, config, fields)
-    return engine.run(task_factory(task), task_args, args)
+    return run_task(task_factory(task), task_args, args)
 
 
 def evaluate(model: str, task: str, config: Optional[str] = None, **fields: Any) -> dict[str, Any]:

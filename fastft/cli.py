@@ -15,7 +15,8 @@ from typing import Any, Callable, Optional, Sequence
 
 from fastft.errors import UserError, exit_on_user_error
 
-# task name -> (its fields, the Task class or factory, the script that trains it)
+# task name -> (the fields its recipes parse as, what makes its Task from (task fields, training fields), the
+# script that trains it). Speech's maker picks the Task of the recipe's task (fastft.tasks.speech.SPEECH_TASKS).
 TASKS: dict[str, tuple[str, str, str]] = {
     "image": ("fastft.task_fields:ImageArguments", "fastft.tasks.image:ImageTask", "scripts/train_image.py"),
     "translation": ("fastft.task_fields:TranslationArguments", "fastft.tasks.translation:TranslationTask",
@@ -47,7 +48,8 @@ def task_fields(task: str) -> type:
 
 
 def task_factory(task: str) -> Callable[..., Any]:
-    """The Task class (or factory) of a task, importing its heavy modules."""
+    """What makes a task's Task from (task fields, training fields): its class, or speech's ``speech_task``;
+    importing its heavy modules."""
     return _load(TASKS[_task_name(task)][1])
 
 
@@ -67,9 +69,9 @@ def train_task(task: str, argv: Optional[Sequence[str]] = None, prog: Optional[s
 
         task_args, args = parse_args([task_fields(task), TrainingArguments], argv, prog=prog or f"fastft train {task}",
                                      task=task)
-        from fastft import engine
+        from fastft.run import run as run_task
 
-        return engine.run(task_factory(task), task_args, args)
+        return run_task(task_factory(task), task_args, args)
 
     return exit_on_user_error(run)()
 
@@ -140,7 +142,7 @@ def run_command(argv: Optional[Sequence[str]] = None) -> Any:
 
         return predict_main(rest)
     if command == "push":
-        from fastft.push import main as push_main
+        from fastft.push_to_hub import main as push_main
 
         return push_main(rest, prog="fastft push")
     if command == "recipes":

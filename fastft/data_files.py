@@ -1,4 +1,4 @@
-"""Local json, jsonl and csv data files, read once with the stdlib before datasets reads them.
+"""Local json, jsonl and csv data files: found from the recipe, read once with the stdlib before datasets reads them.
 
 datasets' own errors for a bad local file name neither the file nor the line ("An error
 occurred while generating the dataset"), and it turns bytes that are not UTF-8 into
@@ -15,6 +15,33 @@ from typing import Any, Callable, Iterator, Optional
 import datasets
 
 from fastft.errors import UserError
+
+
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
+
+
+def local_files(task_args: Any, fields: dict[str, str], folder_hint: str, missing_hint: str) -> dict[str, Path]:
+    """The recipe's local data files by split, from ``fields`` (split -> field name, e.g. train -> train_file);
+    a folder or a missing path is an error that ends with the task's hint."""
+    files = {}
+    for split, name in fields.items():
+        path = getattr(task_args, name)
+        if path is None:
+            continue
+        if Path(path).is_dir():
+            raise UserError(f"{name} {path} is a folder; {folder_hint}")
+        if not Path(path).is_file():
+            raise UserError(f"{name} {path} does not exist; {missing_hint}")
+        files[split] = Path(path)
+    return files
+
+
+def file_builder(dataset_name: Optional[str], files: dict[str, Path]) -> Optional[str]:
+    """The datasets builder (json or csv) that reads ``files``: dataset_name, else the one their suffixes agree on;
+    None when that is neither."""
+    suffixes = {FILE_BUILDERS.get(p.suffix.lower()) for p in files.values()}
+    builder = dataset_name or (suffixes.pop() if len(suffixes) == 1 else None)
+    return builder if builder in ("json", "csv") else None
 
 
 def json_kind(value: Any) -> str:

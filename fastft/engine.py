@@ -1,148 +1,47 @@
 """The one training loop every task runs: accelerate, accumulation, evaluation, checkpoints.
 
 A task (``fastft.tasks.base.Task``) contributes data, model, loss and metric;
-this module owns everything from ``accelerator.prepare`` to ``optimizer.step()``.
+``Trainer`` owns everything from ``accelerator.prepare`` to ``optimizer.step()``.
+Its methods read in calling order: set-up, ``fit``, the loop, one ``step``,
+evaluation, checkpoints, the end. ``fastft.run`` decides what a launch does.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import shlex
-import sys
-import dataclasses
 import os
-import random
+import shlex
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Optional
 
-import numpy as np
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, PartialState
-from accelerate.utils import DistributedType, find_executable_batch_size, set_seed
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from fastft import checkpoints, hub, output_folder, reporting
-from fastft.config import TrainingArguments, check_training_args, parse_args, to_dict, trackers
+from fastft import checkpoints, output_folder, reporting
+from fastft.batches import IGNORE_INDEX, SeededSamples, cat_padded, windows
+from fastft.config import TrainingArguments, to_dict
 from fastft.ema import WeightAverage
-from fastft.errors import UserError, exit_on_user_error
+from fastft.errors import UserError
 from fastft.interrupts import StopSignals
-from fastft.lr_find import run_lr_find
-from fastft.metrics import higher_is_better
+from fastft.launch import make_accelerator
+from fastft.metrics import higher_is_better, resolve_best_metric
 from fastft.model_card import write_card
-from fastft.optim import build_optimizer, check_optimizer_name, set_backbone_frozen
+from fastft.optim import build_optimizer, set_backbone_frozen
 from fastft.plan import TrainPlan, make_plan
 from fastft.plots import write_plots
+from fastft.push_to_hub import prepare_repo, push_folder
 from fastft.schedules import Scheduler
 from fastft.tasks.base import Task
 
-
-IGNORE_INDEX = -100  # padding of labels and gathered sequences, as in transformers
 BEST_WEIGHTS, BEST_INFO = "best_model.safetensors", "best_model.json"  # load_best_model_at_end, until the end
-
-
-def _cat_padded(chunks: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate batches whose sequences (dim 1) differ in length, padding with IGNORE_INDEX."""
-    if chunks[0].ndim < 2:
-        return torch.cat(chunks)
-    width = max(c.shape[1] for c in chunks)
-    # F.pad lists the last dimension first: leave trailing dims alone, pad dim 1 at its end.
-    return torch.cat([torch.nn.functional.pad(c, (0, 0) * (c.ndim - 2) + (0, width - c.shape[1]),
-                                              value=IGNORE_INDEX) for c in chunks])
-
-
-class _SeededSamples(torch.utils.data.Dataset):
-    """Each sample's augmentation draws from an RNG seeded by (seed, epoch, index).
-
-    accelerate prefetches a batch ahead and a resume re-reads the skipped batches,
-    so augmentations drawn from the global RNG would differ after a resume.
-    """
-
-    def __init__(self, dataset: torch.utils.data.Dataset, seed: int):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.__getitems__([index])[0]
-
-    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
-        # The DataLoader fetches a whole batch through here, so the global RNG states are saved
-        # and restored once a batch: numpy's get/set_state alone costs ~0.1 ms, ~3 % of a
-        # vit_tiny CPU step when it was paid per sample.
-        py_state, np_state = random.getstate(), np.random.get_state()
-        # fork_rng restores only the CPU generator: torch.manual_seed would also seed (and leave
-        # seeded) every accelerator, and costs milliseconds a sample in CUDA builds.
-        with torch.random.fork_rng(devices=[]):
-            try:
-                samples = []
-                for index in indices:
-                    seed = hash((self.seed, self.epoch, index)) & 0xFFFF_FFFF
-                    torch.default_generator.manual_seed(seed)
-                    random.seed(seed)
-                    np.random.seed(seed)
-                    samples.append(self.dataset[index])
-                return samples
-            finally:
-                random.setstate(py_state)
-                np.random.set_state(np_state)
-
-
-def main(task_cls: Callable[[Any, TrainingArguments], Task], task_args_cls: type,
-         argv: Optional[Sequence[str]] = None) -> Optional[dict]:
-    """Parse a command line for ``task_cls`` and run it, errors as one line (``fastft.cli`` does the same
-    for the ``fastft`` command and the scripts, parsing before torch is imported)."""
-    return exit_on_user_error(lambda: run(task_cls, *parse_args([task_args_cls, TrainingArguments], argv)))()
-
-
-def resolve_best_metric(task: Task, args: TrainingArguments) -> str:
-    """metric_for_best_model as the task reports it (``accuracy`` -> ``eval_accuracy``, as in HF)."""
-    name = args.metric_for_best_model or task.main_metric
-    name = name if name.startswith("eval_") else f"eval_{name}"
-    if name not in task.metric_names():
-        raise UserError(f"metric_for_best_model {args.metric_for_best_model!r} is not reported by this task; use "
-                        f"one of {', '.join(sorted(task.metric_names()))}")
-    return name
-
-
-def run(task_cls: Callable[[Any, TrainingArguments], Task], task_args: Any,
-        args: TrainingArguments) -> Optional[dict]:
-    """Dry-run, LR range test or training, as ``args`` says; a user mistake raises UserError."""
-    check_training_args(args)
-    task = task_cls(task_args, args)
-    if args.target_metric and args.target_metric not in task.metric_names():
-        raise UserError(f"target_metric {args.target_metric!r} is not reported by this task; use one of "
-                        f"{', '.join(sorted(task.metric_names()))}")
-    resolve_best_metric(task, args)
-    if args.dry_run:
-        PartialState(cpu=_launched_on_cpu_only()).print(dry_run(task, args))
-        return None
-    if args.lr_find:
-        return run_lr_find(Trainer(task, args, lr_find=True))
-    return train(task, args)
-
-
-def dry_run(task: Task, args: TrainingArguments) -> str:
-    """The resolved plan for this launch (world size from accelerate), without training."""
-    state = PartialState(cpu=_launched_on_cpu_only())
-    _check_world(state)
-    # What training would refuse in its first seconds is refused here too, without loading weights.
-    task.check_sources()
-    check_optimizer_name(args.optim)
-    out = Path(args.output_dir)
-    output_folder.check(out)
-    world = args.world_size or state.num_processes
-    plan = make_plan(args, task.num_train_samples(), world, task.drop_last)
-    precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    lines = [plan.describe(), f"mixed precision:            {precision or 'no'}"] + task.describe()
-    if (out / reporting.FINAL).exists() and not args.overwrite_output_dir:
-        lines.append(f"note: output_dir {out} holds a finished run; training it needs --overwrite_output_dir true")
-    return "\n".join(lines)
 
 
 def evaluate(accelerator: Accelerator, task: Task, model: torch.nn.Module, loader: Any) -> dict[str, float]:
@@ -165,7 +64,7 @@ def evaluate(accelerator: Accelerator, task: Task, model: torch.nn.Module, loade
             for key, value in acc.gather_for_metrics(outputs).items():
                 parts.setdefault(key, []).append(value.cpu())
     bar.close()
-    gathered = {k: _cat_padded(v) for k, v in parts.items()}
+    gathered = {k: cat_padded(v) for k, v in parts.items()}
     metrics = task.compute_metrics(gathered)
     items = gathered.get("loss_items", torch.ones_like(gathered["loss"]))
     metrics["eval_loss"] = (gathered["loss"].double().sum() / items.double().sum().clamp(min=1)).item()
@@ -173,268 +72,62 @@ def evaluate(accelerator: Accelerator, task: Task, model: torch.nn.Module, loade
     return metrics
 
 
-def _launched_on_cpu_only() -> bool:
-    """Several launched processes and no GPU: accelerate must be told to sync them on the CPU.
-
-    Without ``cpu=True`` each torchrun worker silently becomes an unsynchronised rank 0 that
-    trains alone and also writes and pushes as the main process.
-    """
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-
-
-def _check_world(state: PartialState) -> None:
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if state.num_processes != launched:
-        raise UserError(f"{launched} processes were launched but accelerate joined {state.num_processes}; "
-                        f"on a CPU-only machine use accelerate_configs/cpu_multi_process.yaml")
-
-
-def oversubscription(threads: int, local_processes: int, cores: int) -> Optional[str]:
-    """A warning when this node's processes x torch threads exceed its cores, else None.
-
-    Their threads then fight for cores and CPU steps get many times slower: two benchmark runs
-    at default threads on a 2-core machine were 6-10x slower than with one thread each.
-    """
-    if threads * local_processes <= cores:
-        return None
-    return (f"{local_processes} process(es) x {threads} torch threads on {cores} cores: CPU training will be "
-            f"several times slower; set OMP_NUM_THREADS={max(1, cores // local_processes)} per process")
-
-
-def _warn_if_oversubscribed(accelerator: Accelerator) -> None:
-    if accelerator.device.type != "cpu" or not accelerator.is_local_main_process:
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    message = oversubscription(torch.get_num_threads(), local, cores)
-    if message:
-        warnings.warn(message, stacklevel=2)
-
-
-def _make_accelerator(args: TrainingArguments) -> Accelerator:
-    handlers = []
-    if args.freeze_epochs:  # frozen parameters get no gradient; DDP must not wait for them
-        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
-    accelerator = Accelerator(
-        # Accumulation is done by the engine (Trainer._optimizer_step) so the loss is
-        # normalised over the whole window; accelerate sees one micro-batch per step.
-        gradient_accumulation_steps=1,
-        mixed_precision=args.mixed_precision,
-        log_with=trackers(args.report_to) or None,
-        project_dir=args.output_dir,
-        # Seeded per-epoch shuffling, so a resumed run sees the same data order.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
-        kwargs_handlers=handlers,
-        cpu=_launched_on_cpu_only(),
-    )
-    _check_world(accelerator.state)
-    kind = accelerator.distributed_type
-    sharded = kind == DistributedType.FSDP or (
-        kind == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3)
-    if args.model_ema and sharded:
-        raise UserError("model_ema averages whole weights on every process and does not work with sharded weights "
-                        "(FSDP, DeepSpeed ZeRO-3); use DDP or ZeRO-2, or turn model_ema off")
-    if args.load_best_model_at_end and sharded:
-        raise UserError("load_best_model_at_end keeps whole weights and does not work with sharded weights yet "
-                        "(FSDP, DeepSpeed ZeRO-3); use DDP or ZeRO-2, or keep checkpoints and pick one")
-    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        raise UserError("mixed_precision fp16 on CPU is silently ignored by accelerate; "
-                        "use bf16 (slow without bf16 hardware) or no")
-    _warn_if_oversubscribed(accelerator)
-    return accelerator
-
-
 class Trainer:
-    """State of one run; ``fit`` is the loop."""
+    """One run. ``__init__`` builds what every use of the loop needs (``fastft.lr_find`` steps it
+    too); ``fit`` adds the run's own state (output_dir, resume, the Hub, the weight average) and trains."""
 
-    def __init__(self, task: Task, args: TrainingArguments, lr_find: bool = False):
-        """``lr_find``: set up model and data for an LR range test only; output_dir is left alone."""
+    def __init__(self, task: Task, args: TrainingArguments):
         self.task, self.args = task, args
-        self.best_metric = resolve_best_metric(task, args)
-        self.higher_is_better = higher_is_better(self.best_metric, args.greater_is_better)
-        self.accelerator = acc = _make_accelerator(args)
-        if lr_find:  # it writes only lr_find.json and plots/lr_find.png, but not into someone else's folder
-            output_folder.check(Path(args.output_dir))
-        resume = [] if lr_find else output_folder.resume_candidates(args)
-        self.output_dir = Path(args.output_dir)
-        # Only the main process talks to the Hub; it checks token and repo before any training.
-        self.repo_id = (hub.prepare_repo(args.hub_model_id, args.output_dir, args.hub_private_repo, args.hub_revision)
-                        if args.push_to_hub and acc.is_main_process else None)
-        self._pushes: list = []  # background every_save pushes
+        self._setup_accelerator()
+        self._setup_data_and_model()
+        self._setup_optimization()
+
+    def _setup_accelerator(self) -> None:
+        self.best_metric = resolve_best_metric(self.task, self.args)
+        self.higher_is_better = higher_is_better(self.best_metric, self.args.greater_is_better)
+        self.accelerator = make_accelerator(self.args)
+        self.output_dir = Path(self.args.output_dir)
+        self.stop = StopSignals()  # installed by fit only: elsewhere (lr_find) a Ctrl-C simply ends the run
+
+    def _setup_data_and_model(self) -> None:
+        """The task's data, then its model for those labels, from the recipe's seed."""
+        args, task = self.args, self.task
         set_seed(args.seed)
-        task.forget_model()  # a retry must not go on from the weights an out-of-memory attempt left
-        train_set, eval_set = task.load_data()
-        model = task.build_model()
+        train_set, self.eval_set = task.load_data()
+        self.model = task.build_model()
         if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.plan: TrainPlan = make_plan(args, len(train_set), acc.num_processes, task.drop_last)
-        optimizer = build_optimizer(model, args, self.plan.scaled_learning_rate, task.head_parameters(model))
-        self.train_set = _SeededSamples(train_set, args.seed)
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.plan: TrainPlan = make_plan(args, len(train_set), self.accelerator.num_processes, task.drop_last)
+        self.train_set = SeededSamples(train_set, args.seed)
+
+    def _setup_optimization(self) -> None:
+        """Optimizer (holding the scaled peak LR), loaders, accelerate's wrapping, the schedule."""
+        args, task, acc = self.args, self.task, self.accelerator
+        optimizer = build_optimizer(self.model, args, self.plan.scaled_learning_rate, task.head_parameters(self.model))
         # Workers are not persistent so each epoch's workers see the new train_set.epoch.
         train_loader = DataLoader(self.train_set, batch_size=args.per_device_train_batch_size, shuffle=True,
                                   collate_fn=task.collate, num_workers=args.dataloader_num_workers,
                                   drop_last=task.drop_last)
-        eval_loader = DataLoader(eval_set, batch_size=args.per_device_eval_batch_size, collate_fn=task.collate,
+        eval_loader = DataLoader(self.eval_set, batch_size=args.per_device_eval_batch_size, collate_fn=task.collate,
                                  num_workers=args.dataloader_num_workers)
         self.model, self.optimizer, self.train_loader, self.eval_loader = acc.prepare(
-            model, optimizer, train_loader, eval_loader)
+            self.model, optimizer, train_loader, eval_loader)
         if len(self.train_loader) != self.plan.batches_per_epoch:
             raise RuntimeError(f"plan expects {self.plan.batches_per_epoch} batches per epoch, "
                                f"the loader gives {len(self.train_loader)}")
         # Stepped by us once per optimizer step, so not passed to prepare (which steps it per process).
-        self.scheduler = Scheduler(self.optimizer, self.plan.schedule, self.plan.scaled_learning_rate)
+        self.scheduler = Scheduler(self.optimizer, self.plan.schedule)
         self.state = checkpoints.TrainState()
-        self.ema = None
-        if args.model_ema and not lr_find:
-            self.ema = WeightAverage(acc.unwrap_model(self.model), args.model_ema_decay, args.model_ema_warmup)
-        # Not register_for_checkpointing: accelerate unpickles those objects, so a planted file would run code.
-        self.identity = checkpoints.run_identity(args, self.plan.as_dict(), task.task_args)
-        if resume:
-            loaded = checkpoints.load_checkpoint(acc, resume, self.state, self.scheduler, self.ema, self.identity,
-                                                 explicit=bool(args.resume_from_checkpoint))
-            acc.print(f"Resuming from {loaded} (step {self.state.step})")
-        # Asked again after prepare(): FSDP2 replaces parameter objects, so the ids given to the optimizer
+        self.ema: Optional[WeightAverage] = None
+        # Asked after prepare(): FSDP2 replaces parameter objects, so the ids given to the optimizer
         # builder above may no longer be the model's.
         self.head = list(task.head_parameters(acc.unwrap_model(self.model)))
         # What the task left trainable: unfreezing after freeze_epochs returns to this, not to everything.
         self.trainable = [p for p in acc.unwrap_model(self.model).parameters() if p.requires_grad]
-        if lr_find:
-            return
-        if acc.is_main_process:  # touched only now, so a recipe or data mistake leaves no trace
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            # First, so that a run killed from here on leaves a folder that marks itself as fastft's.
-            reporting.write_config(self.output_dir, to_dict(task.task_args, args), self.plan.as_dict())
-            checkpoints.remove_partial(self.output_dir)
-            if args.overwrite_output_dir and not resume:
-                for old in self.output_dir.glob("checkpoint-*"):
-                    shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
-        self.log = reporting.RunLog(self.output_dir, acc.is_main_process, self.state.step if resume else None)
-        if acc.log_with:
-            acc.init_trackers("runs", config={k: v for k, v in to_dict(task.task_args, args).items()
-                                                if isinstance(v, (int, float, str, bool))})
-
-    def evaluate(self, averaged: bool = True) -> dict[str, float]:
-        """Metrics over the whole eval set, of the weight average when there is one (and ``averaged``)."""
-        with self._averaged_weights() if averaged else contextlib.nullcontext():
-            metrics = evaluate(self.accelerator, self.task, self.model, self.eval_loader)
-        self.model.train()
-        return metrics
-
-    def _averaged_weights(self) -> contextlib.AbstractContextManager:
-        """With model_ema, the weight average in the model's place (evaluation, saving); else nothing."""
-        return self.ema.swapped_in() if self.ema else contextlib.nullcontext()
-
-    def _elapsed(self) -> float:
-        return self.state.elapsed_s + time.perf_counter() - self._t0
-
-    def _on_eval(self, epoch_float: float) -> dict[str, float]:
-        args, state = self.args, self.state
-        started = time.perf_counter()
-        metrics = self.evaluate()
-        eval_runtime_s = time.perf_counter() - started
-        state.last_eval_step = state.step
-        value = state.last_metric = metrics.get(self.best_metric)
-        if value is not None and (state.best_metric is None or (value > state.best_metric if self.higher_is_better
-                                                                else value < state.best_metric)):
-            state.best_metric, state.best_step = value, state.step
-            if args.load_best_model_at_end:
-                self._save_best()
-        if args.target_metric and state.time_to_target_s is None:
-            value = metrics.get(args.target_metric)
-            if value is None:
-                raise UserError(f"target_metric {args.target_metric} is not among the metrics "
-                                f"{', '.join(sorted(metrics))}")
-            if (value >= args.target_value) if higher_is_better(args.target_metric) else (value <= args.target_value):
-                state.time_to_target_s = self._elapsed()
-        # eval_runtime_s lets a benchmark subtract evaluation from elapsed_s (time spent training).
-        row = {"step": state.step, "epoch": round(epoch_float, 4), "elapsed_s": round(self._elapsed(), 3),
-               "eval_runtime_s": round(eval_runtime_s, 3), **metrics}
-        self.log.eval(row)
-        self.accelerator.log(metrics, step=state.step)
-        if self.accelerator.is_main_process:  # through tqdm, so the line is not glued to the progress bar
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        return metrics
-
-    def _save_best(self) -> None:
-        """Keep the weights of the best evaluation so far (load_best_model_at_end): safetensors, main process."""
-        acc = self.accelerator
-        if acc.is_main_process:
-            with self._averaged_weights():
-                # copies: tied weights become separate tensors, which safetensors' save_file requires
-                weights = {k: v.detach().to("cpu", copy=True).contiguous()
-                           for k, v in acc.unwrap_model(self.model).state_dict().items()}
-            tmp = self.output_dir / f"{BEST_WEIGHTS}.tmp"
-            save_file(weights, str(tmp))
-            os.replace(tmp, self.output_dir / BEST_WEIGHTS)
-            reporting.write_json_atomic(self.output_dir / BEST_INFO, {"step": self.state.step,
-                                                                      self.best_metric: self.state.best_metric})
-        acc.wait_for_everyone()
-
-    def _restore_best(self) -> bool:
-        """Put the best evaluation's weights back in the model; False when the last evaluation was the best."""
-        state = self.state
-        if state.best_step is None or state.best_step == state.last_eval_step:
-            return False
-        path, info_path = self.output_dir / BEST_WEIGHTS, self.output_dir / BEST_INFO
-        try:
-            step = json.loads(info_path.read_text()).get("step")
-        except (OSError, ValueError, AttributeError):
-            step = None
-        if step != state.best_step or not path.is_file():  # e.g. a resumed run that did not repeat that evaluation
-            warnings.warn(f"load_best_model_at_end: {path} does not hold the weights of step {state.best_step}, the "
-                          f"best evaluation; the model saved is the last evaluation's", stacklevel=2)
-            return False
-        self.accelerator.unwrap_model(self.model).load_state_dict(load_file(str(path), device="cpu"))
-        return True
-
-    def _windows(self, loader: Any) -> Iterator[list[dict[str, torch.Tensor]]]:
-        """Micro-batches grouped by optimizer step (the last window of an epoch may be short)."""
-        window = []
-        for batch in loader:
-            window.append(batch)
-            if len(window) == self.args.gradient_accumulation_steps:
-                yield window
-                window = []
-        if window:
-            yield window
-
-    def _optimizer_step(self, window: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """Accumulate gradients over the window, sync once, step; return (summed loss, item count, stop).
-
-        The loss is normalised per item (sample or target token) over the whole global
-        batch, counted before the first backward: a per-micro-batch mean would weight
-        short batches up and make accumulation differ from a larger batch.
-        """
-        acc = self.accelerator
-        items = torch.stack([torch.as_tensor(self.task.count_items(b), dtype=torch.float32) for b in window]).sum()
-        total = acc.reduce(items.to(acc.device), "sum")
-        scale = acc.num_processes / total.clamp(min=1)  # DDP averages gradients over processes
-        loss_sum = torch.zeros((), device=acc.device)
-        for i, batch in enumerate(window):
-            with contextlib.nullcontext() if i == len(window) - 1 else acc.no_sync(self.model):
-                loss = self.task.training_loss(self.model, batch)
-                acc.backward(loss * scale)
-            loss_sum += loss.detach().float()
-        # One small all-reduce a step: all processes must agree to halt (a non-finite loss on any
-        # of them) or to stop (a signal) before anyone steps, or they would diverge or deadlock.
-        flags = torch.stack([torch.isfinite(loss_sum).logical_not().float(),
-                             torch.tensor(float(self.stop.received is not None), device=acc.device)])
-        non_finite, stop = acc.reduce(flags, "sum").tolist()
-        if non_finite:
-            saved = checkpoints.list_checkpoints(self.output_dir)
-            raise UserError(f"the training loss is not finite at optimizer step {self.state.step + 1}; likely "
-                            f"causes: learning rate too high, fp16 overflow, or bad inputs; this step was not "
-                            f"applied; last good checkpoint: {saved[-1] if saved else 'none (set checkpointing_steps)'}")
-        if self.args.max_grad_norm > 0:
-            acc.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema:
-            self.ema.update(self.state.step + 1)
-        return loss_sum, items.to(acc.device), bool(stop)
 
     def fit(self) -> dict[str, Any]:
+        """Train to the plan's end (or the target, or a stop signal), save, report, push; the final metrics."""
+        self._setup_run()
         args, acc, state, plan = self.args, self.accelerator, self.state, self.plan
         self._t0 = time.perf_counter()
         elapsed_before, samples_before = state.elapsed_s, state.step * plan.global_batch_size
@@ -445,7 +138,7 @@ class Trainer:
         if state.step == 0 and self.task.evaluate_before_training():
             self._on_eval(0.0)
         try:
-            with StopSignals() as self.stop:
+            with self.stop:
                 metrics = self._loop() or metrics
         finally:  # also on an error, so its message starts on a line of its own
             self.progress.close()
@@ -474,6 +167,36 @@ class Trainer:
         self._finish(final)
         return final
 
+    def _setup_run(self) -> None:
+        """The run's own state: refuse a foreign output_dir, check the Hub, resume, mark the folder as fastft's."""
+        args, acc, task = self.args, self.accelerator, self.task
+        resume = output_folder.resume_candidates(args)
+        # Only the main process talks to the Hub; it checks token and repo before any training.
+        self.repo_id = (prepare_repo(args.hub_model_id, args.output_dir, args.hub_private_repo, args.hub_revision)
+                        if args.push_to_hub and acc.is_main_process else None)
+        self._pushes: list = []  # background every_save pushes
+        if args.model_ema:
+            self.ema = WeightAverage(acc.unwrap_model(self.model), args.model_ema_decay, args.model_ema_warmup)
+        # Not register_for_checkpointing: accelerate unpickles those objects, so a planted file would run code.
+        self.identity = checkpoints.run_identity(args, self.plan.as_dict(), task.task_args)
+        if resume:
+            loaded = checkpoints.load_checkpoint(acc, resume, self.state, self.scheduler, self.ema, self.identity,
+                                                 explicit=bool(args.resume_from_checkpoint))
+            acc.print(f"Resuming from {loaded} (step {self.state.step})")
+        if acc.is_main_process:  # touched only now, so a recipe or data mistake leaves no trace
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            # First, so that a run killed from here on leaves a folder that marks itself as fastft's.
+            reporting.write_config(self.output_dir, to_dict(task.task_args, args), self.plan.as_dict())
+            checkpoints.remove_partial(self.output_dir)
+            if args.overwrite_output_dir and not resume:
+                for old in self.output_dir.glob("checkpoint-*"):
+                    shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        self.log = reporting.RunLog(self.output_dir, acc.is_main_process, self.state.step if resume else None)
+        if acc.log_with:
+            acc.init_trackers("runs", config={k: v for k, v in to_dict(task.task_args, args).items()
+                                                if isinstance(v, (int, float, str, bool))})
+
     def _loop(self) -> dict[str, float]:
         """Optimizer steps until the plan's total (or a stop signal); returns the last metrics."""
         args, acc, state, plan = self.args, self.accelerator, self.state, self.plan
@@ -489,8 +212,8 @@ class Trainer:
             loader = self.train_loader
             if state.batches_in_epoch:
                 loader = acc.skip_first_batches(self.train_loader, state.batches_in_epoch)
-            for window in self._windows(loader):
-                loss_sum, items, stop = self._optimizer_step(window)
+            for window in windows(loader, args.gradient_accumulation_steps):
+                loss_sum, items, stop = self.step(window)
                 state.batches_in_epoch += len(window)
                 running += torch.stack([loss_sum, items])
                 if acc.optimizer_step_was_skipped:  # fp16 overflow: counted, and the schedule waits
@@ -529,6 +252,91 @@ class Trainer:
                     return metrics
         return metrics
 
+    def step(self, window: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Accumulate gradients over the window, sync once, step; return (summed loss, item count, stop).
+
+        The loss is normalised per item (sample or target token) over the whole global
+        batch, counted before the first backward: a per-micro-batch mean would weight
+        short batches up and make accumulation differ from a larger batch.
+        """
+        acc = self.accelerator
+        items = torch.stack([torch.as_tensor(self.task.count_items(b), dtype=torch.float32) for b in window]).sum()
+        total = acc.reduce(items.to(acc.device), "sum")
+        scale = acc.num_processes / total.clamp(min=1)  # DDP averages gradients over processes
+        loss_sum = torch.zeros((), device=acc.device)
+        for i, batch in enumerate(window):
+            with contextlib.nullcontext() if i == len(window) - 1 else acc.no_sync(self.model):
+                loss = self.task.training_loss(self.model, batch)
+                acc.backward(loss * scale)
+            loss_sum += loss.detach().float()
+        # One small all-reduce a step: all processes must agree to halt (a non-finite loss on any
+        # of them) or to stop (a signal) before anyone steps, or they would diverge or deadlock.
+        flags = torch.stack([torch.isfinite(loss_sum).logical_not().float(),
+                             torch.tensor(float(self.stop.received is not None), device=acc.device)])
+        non_finite, stop = acc.reduce(flags, "sum").tolist()
+        if non_finite:
+            saved = checkpoints.list_checkpoints(self.output_dir)
+            raise UserError(f"the training loss is not finite at optimizer step {self.state.step + 1}; likely "
+                            f"causes: learning rate too high, fp16 overflow, or bad inputs; this step was not "
+                            f"applied; last good checkpoint: {saved[-1] if saved else 'none (set checkpointing_steps)'}")
+        if self.args.max_grad_norm > 0:
+            acc.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema:
+            self.ema.update(self.state.step + 1)
+        return loss_sum, items.to(acc.device), bool(stop)
+
+    def _on_eval(self, epoch_float: float) -> dict[str, float]:
+        args, state = self.args, self.state
+        started = time.perf_counter()
+        metrics = self.evaluate()
+        eval_runtime_s = time.perf_counter() - started
+        state.last_eval_step = state.step
+        value = state.last_metric = metrics.get(self.best_metric)
+        if value is not None and (state.best_metric is None or (value > state.best_metric if self.higher_is_better
+                                                                else value < state.best_metric)):
+            state.best_metric, state.best_step = value, state.step
+            if args.load_best_model_at_end:
+                self._save_best()
+        if args.target_metric and state.time_to_target_s is None:
+            value = metrics.get(args.target_metric)
+            if value is None:
+                raise UserError(f"target_metric {args.target_metric} is not among the metrics "
+                                f"{', '.join(sorted(metrics))}")
+            if (value >= args.target_value) if higher_is_better(args.target_metric) else (value <= args.target_value):
+                state.time_to_target_s = self._elapsed()
+        # eval_runtime_s lets a benchmark subtract evaluation from elapsed_s (time spent training).
+        row = {"step": state.step, "epoch": round(epoch_float, 4), "elapsed_s": round(self._elapsed(), 3),
+               "eval_runtime_s": round(eval_runtime_s, 3), **metrics}
+        self.log.eval(row)
+        self.accelerator.log(metrics, step=state.step)
+        if self.accelerator.is_main_process:  # through tqdm, so the line is not glued to the progress bar
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        return metrics
+
+    def evaluate(self, averaged: bool = True) -> dict[str, float]:
+        """Metrics over the whole eval set, of the weight average when there is one (and ``averaged``)."""
+        with self._averaged_weights() if averaged else contextlib.nullcontext():
+            metrics = evaluate(self.accelerator, self.task, self.model, self.eval_loader)
+        self.model.train()
+        return metrics
+
+    def _save_best(self) -> None:
+        """Keep the weights of the best evaluation so far (load_best_model_at_end): safetensors, main process."""
+        acc = self.accelerator
+        if acc.is_main_process:
+            with self._averaged_weights():
+                # copies: tied weights become separate tensors, which safetensors' save_file requires
+                weights = {k: v.detach().to("cpu", copy=True).contiguous()
+                           for k, v in acc.unwrap_model(self.model).state_dict().items()}
+            tmp = self.output_dir / f"{BEST_WEIGHTS}.tmp"
+            save_file(weights, str(tmp))
+            os.replace(tmp, self.output_dir / BEST_WEIGHTS)
+            reporting.write_json_atomic(self.output_dir / BEST_INFO, {"step": self.state.step,
+                                                                      self.best_metric: self.state.best_metric})
+        acc.wait_for_everyone()
+
     def _stops_at_target(self) -> bool:
         """With stop_at_target, whether the evaluation just made reached the target: then training ends here."""
         if not (self.args.stop_at_target and self.state.time_to_target_s is not None):
@@ -556,7 +364,7 @@ class Trainer:
         if self.repo_id and self.args.hub_strategy == "every_save":
             with self._averaged_weights():
                 self._save_model()
-            self._pushes.append(hub.push_folder(self.output_dir, self.repo_id, self.args.hub_revision,
+            self._pushes.append(push_folder(self.output_dir, self.repo_id, self.args.hub_revision,
                                                 f"Training in progress, step {self.state.step}", background=True))
 
     def _save_model(self) -> None:
@@ -576,6 +384,23 @@ class Trainer:
         self.accelerator.print(f"Stopped by {self.stop.name} after optimizer step {self.state.step}; saved "
                                f"{self.output_dir / f'checkpoint-{self.state.step}'}. Resume with: {command}")
         raise SystemExit(128 + self.stop.received)
+
+    def _restore_best(self) -> bool:
+        """Put the best evaluation's weights back in the model; False when the last evaluation was the best."""
+        state = self.state
+        if state.best_step is None or state.best_step == state.last_eval_step:
+            return False
+        path, info_path = self.output_dir / BEST_WEIGHTS, self.output_dir / BEST_INFO
+        try:
+            step = json.loads(info_path.read_text()).get("step")
+        except (OSError, ValueError, AttributeError):
+            step = None
+        if step != state.best_step or not path.is_file():  # e.g. a resumed run that did not repeat that evaluation
+            warnings.warn(f"load_best_model_at_end: {path} does not hold the weights of step {state.best_step}, the "
+                          f"best evaluation; the model saved is the last evaluation's", stacklevel=2)
+            return False
+        self.accelerator.unwrap_model(self.model).load_state_dict(load_file(str(path), device="cpu"))
+        return True
 
     def _finish(self, final: dict[str, Any]) -> None:
         acc = self.accelerator
@@ -606,34 +431,14 @@ class Trainer:
                 if error is not None:  # the final commit below still holds everything
                     acc.print(f"warning: a checkpoint push to {self.repo_id} failed ({error})")
             main = self.task.main_metric
-            url = hub.push_folder(self.output_dir, self.repo_id, self.args.hub_revision,
+            url = push_folder(self.output_dir, self.repo_id, self.args.hub_revision,
                                   f"fastft: {main}={final.get(main)} after {final['total_steps']} steps")
             acc.print(f"Pushed to the Hub: {url}")
         acc.end_training()  # closes trackers and, in recent accelerate, the process group: last
 
+    def _averaged_weights(self) -> contextlib.AbstractContextManager:
+        """With model_ema, the weight average in the model's place (evaluation, saving); else nothing."""
+        return self.ema.swapped_in() if self.ema else contextlib.nullcontext()
 
-def train(task: Task, args: TrainingArguments) -> dict[str, Any]:
-    """Train ``task`` as the recipe says and return the final metrics."""
-    if not args.auto_find_batch_size:
-        return Trainer(task, args).fit()
-    # On out-of-memory, retry with a smaller per-device batch and more accumulation, keeping the
-    # global batch (and so the scaled LR and the schedule) unchanged.
-    per_process = args.per_device_train_batch_size * args.gradient_accumulation_steps
-    divisors = [d for d in range(1, per_process + 1) if per_process % d == 0]
-    current = args.per_device_train_batch_size
-
-    def smaller() -> int:
-        nonlocal current
-        current = max([d for d in divisors if d <= current // 2] or [0])
-        return current
-
-    @find_executable_batch_size(starting_batch_size=current, reduce_batch_size_fn=smaller)
-    def attempt(batch_size: int) -> dict[str, Any]:
-        trial = dataclasses.replace(args, per_device_train_batch_size=batch_size,
-                                    gradient_accumulation_steps=per_process // batch_size)
-        if batch_size != args.per_device_train_batch_size:
-            PartialState().print(f"auto_find_batch_size: out of memory; retrying with per-device batch "
-                                 f"{batch_size} x {trial.gradient_accumulation_steps} accumulation steps")
-        return Trainer(task, trial).fit()
-
-    return attempt()
+    def _elapsed(self) -> float:
+        return self.state.elapsed_s + time.perf_counter() - self._t0

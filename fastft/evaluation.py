@@ -105,7 +105,7 @@ def evaluate_model(task: str, model: str, task_args: Any, args: Any, out: Path) 
     """Evaluate MODEL with the recipe's data and preprocessing; write and return eval_metrics.json's content."""
     from torch.utils.data import DataLoader
 
-    from fastft import engine, output_folder
+    from fastft import engine, launch, output_folder
     from fastft.cli import task_factory
 
     changes: dict[str, Any] = {"model_name_or_path": model}
@@ -115,7 +115,7 @@ def evaluate_model(task: str, model: str, task_args: Any, args: Any, out: Path) 
     task_args = dataclasses.replace(task_args, **changes)
     args = dataclasses.replace(args, report_to="none", output_dir=str(out), push_to_hub=False)
     output_folder.check(out)
-    accelerator = engine._make_accelerator(args)
+    accelerator = launch.make_accelerator(args)
     the_task = task_factory(task)(task_args, args)
     _, eval_set = the_task.load_data()
     network = the_task.build_model()

@@ -16,15 +16,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import torch
 from matplotlib.figure import Figure
 
-from fastft.interrupts import StopSignals
-
-if TYPE_CHECKING:
-    from fastft.engine import Trainer
+from fastft import output_folder
+from fastft.batches import windows
+from fastft.engine import Trainer
+from fastft.schedules import RangeTest, Scheduler
 
 SUGGESTION = "valley"  # the rule the plot and the printed line go by
 
@@ -84,33 +84,35 @@ def summary_line(suggested: dict[str, float], steps: int, stated: str, plot: Pat
             + f". Plot: {plot}")
 
 
-def run_lr_find(trainer: "Trainer") -> dict[str, Any]:
-    """Sweep the LR on the trainer's model and data; returns what lr_find.json holds."""
-    args, acc = trainer.args, trainer.accelerator
-    start, end, steps = args.lr_find_start, args.lr_find_end, args.lr_find_steps
+def run_lr_find(task: Any, args: Any) -> dict[str, Any]:
+    """Sweep the LR on the task's model and data through the engine's own step; returns what lr_find.json holds."""
+    # It writes only lr_find.json and plots/lr_find.png, but not into someone else's folder.
+    output_folder.check(Path(args.output_dir))
+    trainer = Trainer(task, args)
+    acc = trainer.accelerator
+    peak = trainer.scheduler.peak_lr()
+    sweep = Scheduler(trainer.optimizer, RangeTest(args.lr_find_start / peak, args.lr_find_end / peak,
+                                                   args.lr_find_steps))
     lrs, losses, smooth, best = [], [], 0.0, math.inf
-    trainer.stop = StopSignals()  # not installed: a Ctrl-C simply ends the sweep
     trainer.model.train()
-    windows = iter(())
-    for t in range(steps):
-        lr = start * (end / start) ** (t / max(steps - 1, 1))
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        window = next(windows, None)
+    batches = iter(())
+    for t in range(args.lr_find_steps):
+        window = next(batches, None)
         if window is None:  # the sweep may need more than one epoch of a small dataset
             trainer.train_loader.set_epoch(t)
-            windows = trainer._windows(trainer.train_loader)
-            window = next(windows)
-        loss_sum, items, _ = trainer._optimizer_step(window)
+            batches = windows(trainer.train_loader, args.gradient_accumulation_steps)
+            window = next(batches)
+        loss_sum, items, _ = trainer.step(window)
         loss_total, item_total = acc.reduce(torch.stack([loss_sum, items]), "sum").tolist()
         loss = loss_total / max(item_total, 1)
         smooth = 0.98 * smooth + 0.02 * loss  # fastai's exponential moving average, debiased below
         value = smooth / (1 - 0.98 ** (t + 1))
-        lrs.append(lr)
+        lrs.append(peak * sweep.schedule.lr_factor(t))
         losses.append(value)
         best = min(best, value)
         if not math.isfinite(value) or value > 4 * best:  # diverged: the rest of the sweep says nothing
             break
+        sweep.step()
     found = suggestions(lrs, losses) if len(lrs) > 2 else {}
     # The sweep ran at this global batch; the recipe states learning_rate at reference_batch_size, so
     # the suggestions are divided back by the batch scaling: they go into learning_rate as they are.

@@ -6,7 +6,7 @@ folder goes through the same ``evaluate`` machinery without the network.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import evaluate
 
@@ -32,3 +32,21 @@ def higher_is_better(metric: str, override: Optional[bool] = None) -> bool:
     if override is not None:
         return override
     return metric.removeprefix("eval_") not in LOWER_IS_BETTER
+
+
+def resolve_best_metric(task: Any, args: Any) -> str:
+    """metric_for_best_model as the task reports it (``accuracy`` -> ``eval_accuracy``, as in HF)."""
+    name = args.metric_for_best_model or task.main_metric
+    name = name if name.startswith("eval_") else f"eval_{name}"
+    if name not in task.metric_names():
+        raise UserError(f"metric_for_best_model {args.metric_for_best_model!r} is not reported by this task; use "
+                        f"one of {', '.join(sorted(task.metric_names()))}")
+    return name
+
+
+def check_metric_names(task: Any, args: Any) -> None:
+    """The recipe's target_metric and metric_for_best_model must be metrics the task reports."""
+    if args.target_metric and args.target_metric not in task.metric_names():
+        raise UserError(f"target_metric {args.target_metric!r} is not reported by this task; use one of "
+                        f"{', '.join(sorted(task.metric_names()))}")
+    resolve_best_metric(task, args)

@@ -77,7 +77,7 @@ def _scale_lr(optimizer: torch.optim.Optimizer, chosen: set[int], scale: float) 
         rest = [p for p in group["params"] if id(p) not in chosen]
         if not picked:
             continue
-        # Only lr_scale: the Scheduler (and lr_find) set every group's lr from it.
+        # Only lr_scale: the Scheduler sets every group's lr from its initial_lr (the peak) times lr_scale.
         scaled = group.get("lr_scale", 1.0) * scale
         if rest:
             group["params"] = rest

@@ -37,6 +37,7 @@ INPUTS = {"image": f"images ({', '.join(IMAGE_SUFFIXES[:8])}, ...)",
           "text": "a .txt file of sentences, one a line"}
 IS = {"image": "an image", "audio": "audio", "text": "a text file"}
 GENERATING = (ASR, TRANSLATION)
+SAVE_AGAIN = "save or download the model again"
 
 
 @dataclasses.dataclass
@@ -82,24 +83,13 @@ def _read_recipe(file: Path) -> dict[str, Any]:
     return recipe
 
 
-def _read_json(file: Path) -> dict[str, Any]:
-    # Not fastft.models' reader: that module imports timm, seconds that a speech or text model has no use for.
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{file} is not valid JSON ({type(err).__name__}); save or download the model again") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{file} must hold a JSON object, got {type(config).__name__}; save the model again")
-    return config
-
-
 def _asset_folder(name: str) -> Path:
-    from fastft import assets, speech_assets, text_assets
+    from fastft.offline import image as image_assets, speech as speech_assets, text as text_assets
 
-    for module in (assets, speech_assets, text_assets):
+    for module in (image_assets, speech_assets, text_assets):
         if name in module.MODEL_ASSETS:
             return Path(module.model_asset(name))
-    known = [*assets.MODEL_ASSETS, *speech_assets.MODEL_ASSETS, *text_assets.MODEL_ASSETS]
+    known = [*image_assets.MODEL_ASSETS, *speech_assets.MODEL_ASSETS, *text_assets.MODEL_ASSETS]
     raise UserError(f"MODEL {name} is not a fastft model asset; known ones: {', '.join(known)}")
 
 
@@ -118,7 +108,7 @@ def _hub_file(repo: str, filename: str, required: bool) -> Optional[Path]:
 
 def resolve_model(name: str) -> ModelSource:
     """Where MODEL's weights are, its config.json, its run's recipe and its task; no weights are read."""
-    from fastft.assets import is_asset
+    from fastft.offline.common import is_asset
 
     folder: Optional[Path] = _asset_folder(name) if is_asset(name) else None
     path = Path(name).expanduser()
@@ -134,7 +124,7 @@ def resolve_model(name: str) -> ModelSource:
                                 f"has not finished; let it finish or resume it, then predict")
             raise UserError(f"MODEL {name} is not a model folder (it has no config.json); give a finished fastft "
                             f"output_dir, a folder saved by timm or transformers, or a Hub id")
-        config = _read_json(folder / "config.json")
+        config = reporting.read_json_object(folder / "config.json", SAVE_AGAIN)
         recipe = _read_recipe(folder / reporting.CONFIG) if is_run else {}
         location = str(folder)
     elif name.startswith(("/", "./", "../", "~")) or name.removeprefix("hf-hub:").count("/") != 1:
@@ -142,7 +132,7 @@ def resolve_model(name: str) -> ModelSource:
                         f"(org/name) or a fastft: model asset")
     else:
         location = name.removeprefix("hf-hub:")
-        config = _read_json(_hub_file(location, "config.json", required=True))
+        config = reporting.read_json_object(_hub_file(location, "config.json", required=True), SAVE_AGAIN)
         pushed = _hub_file(location, reporting.CONFIG, required=False)  # fastft pushes the whole output_dir
         recipe = _read_recipe(pushed) if pushed is not None and reporting.written_by_fastft(pushed.parent) else {}
     task = _task_of_recipe(recipe) or _task_of_config(config, name)
@@ -287,20 +277,21 @@ def _classify_images(source: ModelSource, files: list[str], top_k: int, batch_si
     import torch
     from timm.data import create_transform
 
-    from fastft.models import create_image_classifier
+    from fastft.image_models import create_image_classifier, image_data_config
 
     timm_model = "architecture" in source.config
     names = _timm_label_names(source.config) if timm_model else _transformers_label_names(source)
     count = len(names) if names else int(source.config.get("num_classes") or 0)
     if not count:
         raise UserError(f"MODEL {source.name}: its config.json gives neither label names nor a number of classes")
-    model, data = _quiet(create_image_classifier, source.location, names or [str(i) for i in range(count)],
-                         pretrained=True, zero_init_head=False)
+    model = _quiet(create_image_classifier, source.location, names or [str(i) for i in range(count)],
+                   pretrained=True, zero_init_head=False)
     if names is None:
         names = _imagenet_names(model, count)
     processor = getattr(model, "processor", None)  # a transformers classifier keeps its image processor
     if processor is None:
         # The evaluation transform of fastft's image task (ImageTask._transforms) from the saved data config.
+        data = image_data_config(source.location)
         transform = create_transform(input_size=data["input_size"], mean=data["mean"], std=data["std"],
                                      interpolation=data.get("interpolation", "bilinear"), is_training=False,
                                      crop_pct=data.get("crop_pct", 0.875), crop_mode=data.get("crop_mode", "center"))
@@ -347,12 +338,13 @@ def _transcribe(source: ModelSource, files: list[str], batch_size: int, device: 
                 max_new_tokens: Optional[int]) -> list[dict[str, Any]]:
     from fastft import speech_models
 
-    model, processor = _quiet(speech_models.load_speech_seq2seq, source.location)
+    processor = _quiet(speech_models.load_speech_processor, source.location)
+    model = _quiet(speech_models.load_speech_seq2seq, source.location)
     extractor, tokenizer, recipe = processor.feature_extractor, processor.tokenizer, source.recipe
     kwargs = _generation_kwargs(recipe, num_beams, max_new_tokens)
     window = None
-    if speech_models.is_whisper(model):
-        window = speech_models.whisper_window_s(model)
+    if speech_models.is_whisper(model.config):
+        window = speech_models.whisper_window_s(model.config)
         if getattr(model.generation_config, "is_multilingual", False) and recipe.get("language"):
             kwargs.update(language=recipe["language"], task=recipe.get("asr_task") or "transcribe")  # as AsrTask
     model = model.eval().to(device)
@@ -379,7 +371,8 @@ def _classify_audio(source: ModelSource, files: list[str], top_k: int, batch_siz
 
     speech_models.resolve(source.location)  # its checks of the folder come before transformers reads it
     names = _transformers_label_names(source)
-    model, extractor = _quiet(speech_models.load_audio_classifier, source.location, names, zero_init_head=False)
+    extractor = _quiet(speech_models.load_feature_extractor, source.location)
+    model = _quiet(speech_models.load_audio_classifier, source.location, names, zero_init_head=False)
     model = model.eval().to(device)
     rate = extractor.sampling_rate
     rows = []
@@ -406,17 +399,17 @@ def _sentences(file: str) -> list[tuple[int, str]]:
 def _translate(source: ModelSource, files: list[str], batch_size: int, device: Any, num_beams: Optional[int],
                max_new_tokens: Optional[int]) -> list[dict[str, Any]]:
     from fastft.task_fields import TranslationArguments
-    from fastft.text_models import load_seq2seq
+    from fastft.text_models import load_seq2seq, load_tokens
 
     known = {f.name for f in dataclasses.fields(TranslationArguments)}
     # The run's prefix, language codes and source length; its own folder holds model and tokenizer. eval_lowercase
-    # only silences load_seq2seq's advice on scoring an uncased tokenizer, which predicting has no use for.
+    # only silences load_tokens's advice on scoring an uncased tokenizer, which predicting has no use for.
     fields = {**{k: v for k, v in source.recipe.items() if k in known}, "model_name_or_path": source.location,
               "encoder_name_or_path": None, "decoder_name_or_path": None, "tokenizer_name": None, "pretrained": True,
               "eval_lowercase": True}
     a = TranslationArguments(**fields)
-    loaded = load_seq2seq(a)
-    model, tok = loaded.model.eval().to(device), loaded.tokenizer
+    tokens = load_tokens(a)
+    model, tok = load_seq2seq(a, tokens).model.eval().to(device), tokens.tokenizer
     kwargs = _generation_kwargs(source.recipe, num_beams, max_new_tokens)
     # As TranslationTask.encode and collate_inputs: prefix, truncate to the source length, pad the batch.
     length = min(a.max_source_length, getattr(tok, "model_max_length", a.max_source_length))

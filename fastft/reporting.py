@@ -68,6 +68,19 @@ def written_by_fastft(output_dir: Path) -> bool:
         return False
 
 
+def read_json_object(file: Path, fix: str) -> dict[str, Any]:
+    """A JSON file that must hold an object (a model's config.json); ``fix`` tells the user what to do if not."""
+    from fastft.errors import UserError
+
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{file} is not valid JSON ({err}); {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{file} must hold a JSON object, got {type(data).__name__}; {fix}")
+    return data
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []

@@ -116,11 +116,34 @@ class Schedule:
         return (b - a) * pct + a
 
 
-class Scheduler:
-    """Applies a ``Schedule`` to an optimizer's groups; its state is one count, saved in fastft_state.json."""
+@dataclasses.dataclass
+class RangeTest:
+    """The LR range test's sweep (Smith 2017), as factors of the peak: exponential from ``start`` to ``end``
+    over ``steps`` optimizer steps; momentum left alone."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule, peak_lr: float):
-        self.optimizer, self.schedule, self.peak_lr = optimizer, schedule, peak_lr
+    start: float
+    end: float
+    steps: int
+
+    def lr_factor(self, t: int) -> float:
+        return self.start * (self.end / self.start) ** (t / max(self.steps - 1, 1))
+
+    def momentum(self, t: int) -> Optional[float]:
+        return None
+
+
+class Scheduler:
+    """Applies a ``Schedule`` to an optimizer's groups; its state is one count, saved in fastft_state.json.
+
+    The peak LR has one home, the optimizer: each group's ``initial_lr`` (set from its ``lr``
+    when first scheduled, as torch's and timm's schedulers do). Every step sets
+    ``lr = initial_lr * lr_scale * schedule factor``, ``lr_scale`` being timm's layer-wise decay.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: "Schedule | RangeTest"):
+        self.optimizer, self.schedule = optimizer, schedule
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
         self.step_count = 0
         self._apply()
 
@@ -129,15 +152,19 @@ class Scheduler:
         self._apply()
 
     def _apply(self) -> None:
-        lr = self.peak_lr * self.schedule.lr_factor(self.step_count)
+        factor = self.schedule.lr_factor(self.step_count)
         momentum = self.schedule.momentum(self.step_count)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+            group["lr"] = group["initial_lr"] * factor * group.get("lr_scale", 1.0)
             if momentum is not None:
                 if "betas" in group:
                     group["betas"] = (momentum, group["betas"][1])
                 elif "momentum" in group:
                     group["momentum"] = momentum
+
+    def peak_lr(self) -> float:
+        """The LR the schedule's factors multiply (of the first group, before its lr_scale)."""
+        return self.optimizer.param_groups[0]["initial_lr"]
 
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]

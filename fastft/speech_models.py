@@ -1,7 +1,9 @@
-"""Speech models from transformers: seq2seq recognisers and audio classifiers, with their processors.
+"""Speech models from transformers: seq2seq recognisers and audio classifiers, and their processors.
 
 Names are Hub ids, local folders (e.g. a previous fastft output_dir) or fastft:
-assets. Also here: freezing encoders and shortening Whisper's 30 s input window.
+assets. A checkpoint's config and processor load apart from its weights, so the
+data is prepared before a model is built. Also here: freezing encoders and
+shortening Whisper's 30 s input window.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from fastft import speech_assets
-from fastft.assets import is_asset
 from fastft.errors import UserError
+from fastft.offline import speech as speech_assets
+from fastft.offline.common import is_asset
 from fastft.text_models import check_model_folder, looks_local
 
 FRAMES_PER_SECOND = 100  # Whisper's log-mel hop: 160 samples at 16 kHz
@@ -56,37 +58,74 @@ def _loading(name: str) -> Iterator[None]:
                         f"folder or a fastft: asset") from None
 
 
-def load_speech_seq2seq(name: str) -> tuple[nn.Module, Any]:
-    """An ``AutoModelForSpeechSeq2Seq`` in float32 and its processor (feature extractor + tokenizer)."""
-    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+def load_config(name: str) -> Any:
+    """The checkpoint's config (``AutoConfig``): its kind of model, sizes and special tokens; no weights read."""
+    from transformers import AutoConfig
+
+    source = resolve(name)
+    with _loading(name):
+        return AutoConfig.from_pretrained(source)
+
+
+def is_multilingual(name: str) -> bool:
+    """Whether a Whisper checkpoint's generation config says it knows several languages."""
+    from transformers import GenerationConfig
+
+    try:
+        generation = GenerationConfig.from_pretrained(resolve(name))
+    except OSError:  # none saved: from_pretrained would derive one from the config, which never says so
+        return False
+    return bool(getattr(generation, "is_multilingual", False))
+
+
+def load_speech_processor(name: str) -> Any:
+    """The processor (feature extractor + tokenizer) of a speech recogniser."""
+    from transformers import AutoProcessor
 
     source = resolve(name)
     with _loading(name):
         processor = AutoProcessor.from_pretrained(source)
-        model = AutoModelForSpeechSeq2Seq.from_pretrained(source, dtype=torch.float32)
     if not hasattr(processor, "tokenizer") or not hasattr(processor, "feature_extractor"):
         raise UserError(f"model {name!r} has no speech processor (feature extractor + tokenizer) saved with it")
     _check_rate(processor.feature_extractor, name)
-    return model, processor
+    return processor
 
 
-def load_audio_classifier(name: str, label_names: list[str], zero_init_head: bool) -> tuple[nn.Module, Any]:
-    """An ``AutoModelForAudioClassification`` sized for the labels, and its feature extractor.
+def load_feature_extractor(name: str) -> Any:
+    """The feature extractor of an audio model."""
+    from transformers import AutoFeatureExtractor
+
+    source = resolve(name)
+    with _loading(name):
+        extractor = AutoFeatureExtractor.from_pretrained(source)
+    _check_rate(extractor, name)
+    return extractor
+
+
+def load_speech_seq2seq(name: str) -> nn.Module:
+    """An ``AutoModelForSpeechSeq2Seq`` in float32."""
+    from transformers import AutoModelForSpeechSeq2Seq
+
+    source = resolve(name)
+    with _loading(name):
+        return AutoModelForSpeechSeq2Seq.from_pretrained(source, dtype=torch.float32)
+
+
+def load_audio_classifier(name: str, label_names: list[str], zero_init_head: bool) -> nn.Module:
+    """An ``AutoModelForAudioClassification`` in float32, sized for the labels.
 
     A checkpoint of another task (a Whisper recogniser, a wav2vec2 pretrained
     model) keeps its encoder and gets a new head; on pretrained features the
     head's output layer starts at zero (BiT, Kolesnikov et al. 2020).
     """
-    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+    from transformers import AutoModelForAudioClassification
 
     source = resolve(name)
     # id2label alone sizes the head (num_labels too would clash with a checkpoint's own id2label).
     labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
     with _loading(name):
-        extractor = AutoFeatureExtractor.from_pretrained(source)
         model, info = AutoModelForAudioClassification.from_pretrained(
             source, ignore_mismatched_sizes=True, output_loading_info=True, dtype=torch.float32, **labels)
-    _check_rate(extractor, name)
     mismatched = {m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys", ())}
     new = set(info.get("missing_keys", ())) | mismatched
     if zero_init_head:
@@ -96,44 +135,55 @@ def load_audio_classifier(name: str, label_names: list[str], zero_init_head: boo
                 nn.init.zeros_(module.weight)  # only the output layer: zero layers in a row get no gradient
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-    return model, extractor
+    return model
 
 
-def is_whisper(model: nn.Module) -> bool:
-    return getattr(model.config, "model_type", "") == "whisper"
+def is_whisper(config: Any) -> bool:
+    """Whether a model's config (``model.config``, or ``load_config``'s) is Whisper's."""
+    return getattr(config, "model_type", "") == "whisper"
 
 
 def _whisper_encoder(model: nn.Module) -> nn.Module:
     return model.model.encoder if hasattr(model, "model") else model.encoder
 
 
-def whisper_window_s(model: nn.Module) -> float:
-    """Seconds of audio a Whisper encoder takes (30 unless shortened)."""
-    return _whisper_encoder(model).embed_positions.num_embeddings * 2 / FRAMES_PER_SECOND
+def whisper_window_s(config: Any) -> float:
+    """Seconds of audio a Whisper encoder of this config takes (30 unless shortened)."""
+    return config.max_source_positions * 2 / FRAMES_PER_SECOND
 
 
-def set_whisper_window(model: nn.Module, extractor: Any, seconds: int) -> None:
-    """Shorten Whisper's input window to ``seconds``: keep the first position embeddings, pad to less.
+def check_whisper_window(config: Any, seconds: int) -> None:
+    """A window can be shortened, not lengthened: there are no position embeddings beyond the model's."""
+    if seconds * FRAMES_PER_SECOND // 2 > config.max_source_positions:
+        raise UserError(f"whisper_window_s {seconds} is longer than the model's window of "
+                        f"{config.max_source_positions * 2 // FRAMES_PER_SECOND} s")
+
+
+def set_extractor_window(extractor: Any, seconds: int) -> None:
+    """Pad clips to a ``seconds`` window, the extractor's half of ``set_whisper_window``; it saves the window, so
+    it reloads consistently with the model."""
+    extractor.chunk_length = seconds
+    extractor.n_samples = seconds * extractor.sampling_rate
+    extractor.nb_max_frames = extractor.n_samples // extractor.hop_length
+
+
+def set_whisper_window(model: nn.Module, seconds: int) -> None:
+    """Shorten Whisper's input window to ``seconds``: keep the first position embeddings.
 
     The encoder's cost grows with the window (attention quadratically) and every
-    clip is padded to it, so short clips train many times faster. The model and
-    the feature extractor both save the new window, so they reload consistently.
+    clip is padded to it (``set_extractor_window``), so short clips train many
+    times faster.
     """
+    check_whisper_window(model.config, seconds)
     encoder = _whisper_encoder(model)
     positions = seconds * FRAMES_PER_SECOND // 2  # conv2 has stride 2
     old = encoder.embed_positions
-    if positions > old.num_embeddings:
-        raise UserError(f"whisper_window_s {seconds} is longer than the model's window of "
-                        f"{old.num_embeddings * 2 // FRAMES_PER_SECOND} s")
     new = nn.Embedding(positions, old.embedding_dim)
     new.weight.data.copy_(old.weight.data[:positions])
     new.requires_grad_(False)
     encoder.embed_positions = new
     encoder.max_source_positions = model.config.max_source_positions = positions
     encoder.config.max_source_positions = positions
-    extractor.chunk_length = seconds
-    extractor.n_samples = seconds * extractor.sampling_rate
-    extractor.nb_max_frames = extractor.n_samples // extractor.hop_length
 
 
 # What audio classifiers stack on their encoder (wav2vec2, HuBERT, Whisper: projector + classifier; AST: classifier).

@@ -1,8 +1,10 @@
 """Text seq2seq models: a pretrained checkpoint, or an encoder-decoder warm-started from two.
 
-``load_seq2seq`` returns the model and its tokenizer ready for translation: the
-decoder start / EOS / pad ids set where a warm start leaves them unset, and a
-multilingual tokenizer (mBART, NLLB) switched to the task's language codes.
+``load_tokens`` reads the tokenizer, switched to the task's language codes (mBART,
+NLLB), and the ids decoding starts and ends with, from the checkpoint's files: the
+data is prepared with them before any weights load. ``load_seq2seq`` then builds the
+model to agree with them: the decoder start / EOS / pad ids set where a warm start
+leaves them unset, and the target language code forced first.
 """
 from __future__ import annotations
 
@@ -10,19 +12,27 @@ import dataclasses
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
-from fastft import text_assets
 from fastft.errors import UserError
+from fastft.offline import text as text_assets
+
+
+@dataclasses.dataclass
+class Seq2SeqTokens:
+    tokenizer: Any
+    decoder_start_token_id: int  # the decoder's first input
+    eos_token_id: Optional[int] = None  # a warm start's end and padding of a target (a checkpoint has its own)
+    pad_token_id: Optional[int] = None
+    forced_bos_token_id: Optional[int] = None  # mBART-50, NLLB: the target language code, generated first
 
 
 @dataclasses.dataclass
 class LoadedSeq2Seq:
     model: nn.Module
-    tokenizer: Any
     new_parameters: set[str]  # names (in model) of weights a warm start initialised anew
 
 
@@ -137,7 +147,20 @@ def _model(what: str, name: str, auto: Any, pretrained: bool, **config: Any) -> 
     return model, [key for key, _ in model.named_parameters()]
 
 
-def _warm_start(encoder_name: str, decoder_name: str, tokenizer: Any, pretrained: bool) -> tuple[nn.Module, set[str]]:
+def _warm_start_ids(tokenizer: Any, encoder_name: str) -> tuple[int, int, int]:
+    """(decoder start, EOS, pad) of a warm start, which its two checkpoints do not set."""
+    # BERT has no BOS/EOS: [CLS] starts the decoder and [SEP] ends a target, as in Rothe et al.
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    eos = tokenizer.sep_token_id if tokenizer.cls_token_id is not None else tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    if start is None or eos is None:
+        raise UserError(f"the tokenizer of {encoder_name} has neither [CLS]/[SEP] nor BOS/EOS tokens to start "
+                        f"and end a decoded sequence; set tokenizer_name to one that has")
+    return start, eos, pad
+
+
+def _warm_start(encoder_name: str, decoder_name: str, tokens: Seq2SeqTokens,
+                pretrained: bool) -> tuple[nn.Module, set[str]]:
     """EncoderDecoderModel from two pretrained checkpoints (Rothe et al. 2020); the new weights' names.
 
     Without ``pretrained`` only the two configs are read: the same architecture with random weights.
@@ -148,19 +171,13 @@ def _warm_start(encoder_name: str, decoder_name: str, tokenizer: Any, pretrained
     decoder, missing = _model("decoder_name_or_path", decoder_name, AutoModelForCausalLM, pretrained,
                               is_decoder=True, add_cross_attention=True)
     _drop_pooler(encoder)
-    if len(tokenizer) > decoder.config.vocab_size:
-        raise UserError(f"the tokenizer has {len(tokenizer)} tokens, the decoder {decoder_name} only "
+    if len(tokens.tokenizer) > decoder.config.vocab_size:
+        raise UserError(f"the tokenizer has {len(tokens.tokenizer)} tokens, the decoder {decoder_name} only "
                         f"{decoder.config.vocab_size}: warm-start encoder and decoder that share the tokenizer")
     model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
-    # BERT has no BOS/EOS: [CLS] starts the decoder and [SEP] ends a target, as in Rothe et al.
-    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-    eos = tokenizer.sep_token_id if tokenizer.cls_token_id is not None else tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    if start is None or eos is None:
-        raise UserError(f"the tokenizer of {encoder_name} has neither [CLS]/[SEP] nor BOS/EOS tokens to start "
-                        f"and end a decoded sequence; set tokenizer_name to one that has")
     for config in (model.config, model.generation_config):
-        config.decoder_start_token_id, config.eos_token_id, config.pad_token_id = start, eos, pad
+        config.decoder_start_token_id, config.eos_token_id = tokens.decoder_start_token_id, tokens.eos_token_id
+        config.pad_token_id = tokens.pad_token_id
     model.config.vocab_size = decoder.config.vocab_size
     if not pretrained:
         return model, _scratch(model)
@@ -170,15 +187,16 @@ def _warm_start(encoder_name: str, decoder_name: str, tokenizer: Any, pretrained
     return model, new
 
 
-def _set_language_codes(model: nn.Module, tokenizer: Any, source_code: str | None, target_code: str | None,
-                        model_name: str) -> None:
-    """mBART / NLLB: tag sources and targets with language codes and force the target code first."""
+def _set_language_codes(tokenizer: Any, source_code: str | None, target_code: str | None,
+                        model_name: str) -> tuple[Optional[int], Optional[int]]:
+    """mBART / NLLB: tag sources and targets with language codes; (the code to force first in generation, the
+    code that starts the decoder when it closes every target), each None when it does not apply."""
     multilingual = hasattr(tokenizer, "src_lang")
     if not source_code:
         if multilingual:
             raise UserError(f"the tokenizer of {model_name} is multilingual: set source_lang_code and "
                             f"target_lang_code (e.g. en_XX/ro_RO for mBART, eng_Latn/ron_Latn for NLLB)")
-        return
+        return None, None
     if not multilingual:
         raise UserError(f"source_lang_code/target_lang_code are for multilingual tokenizers (mBART, NLLB); "
                         f"the one of {model_name} is not: unset them")
@@ -191,9 +209,8 @@ def _set_language_codes(model: nn.Module, tokenizer: Any, source_code: str | Non
     code_id = tokenizer.convert_tokens_to_ids(target_code)
     labels = tokenizer(text_target="a")["input_ids"]
     if labels[0] == code_id:  # mBART-50, NLLB, M2M100: the first generated token names the language
-        model.generation_config.forced_bos_token_id = code_id
-    elif labels[-1] == code_id and model.config.decoder_start_token_id is None:  # mBART-cc25: code closes
-        model.config.decoder_start_token_id = model.generation_config.decoder_start_token_id = code_id
+        return code_id, None
+    return None, code_id if labels[-1] == code_id else None  # mBART-cc25: the code closes a target
 
 
 def _scratch(model: nn.Module) -> set[str]:
@@ -216,8 +233,9 @@ def _checkpoint(name: str, pretrained: bool) -> tuple[nn.Module, set[str]]:
     return model, _scratch(model)
 
 
-def load_seq2seq(task_args: Any) -> LoadedSeq2Seq:
-    """Model and tokenizer for TranslationArguments (pretrained checkpoint or warm start)."""
+def load_tokens(task_args: Any) -> Seq2SeqTokens:
+    """The tokenizer and decoding ids for TranslationArguments (pretrained checkpoint or warm start); configs and
+    tokenizer files only, no weights."""
     from transformers import AutoConfig, AutoTokenizer
 
     a = task_args
@@ -229,23 +247,42 @@ def load_seq2seq(task_args: Any) -> LoadedSeq2Seq:
         return _load("tokenizer_name" if a.tokenizer_name else f"the tokenizer of {field_name}", a.tokenizer_name or name,
                      AutoTokenizer.from_pretrained)
 
+    eos = pad = None
     if a.model_name_or_path:
         config = _load("model_name_or_path", name, AutoConfig.from_pretrained)
         if not getattr(config, "is_encoder_decoder", False):
             raise UserError(f"model_name_or_path {name} is a {config.model_type}, not an encoder-decoder; "
                             f"warm-start one from it with encoder_name_or_path and decoder_name_or_path")
-        model, new = _checkpoint(name, a.pretrained)
         tok = tokenizer()
+        start = config.decoder_start_token_id
+        if config.model_type == "t5" and not a.source_prefix:
+            warnings.warn(f"{name} is a T5 model: set source_prefix, e.g. 'translate English to German: '")
     else:
         tok = tokenizer()
-        model, new = _warm_start(a.encoder_name_or_path, a.decoder_name_or_path, tok, a.pretrained)
-    _set_language_codes(model, tok, a.source_lang_code, a.target_lang_code, name)
-    if model.config.decoder_start_token_id is None:
+        start, eos, pad = _warm_start_ids(tok, a.encoder_name_or_path)
+    forced, closing = _set_language_codes(tok, a.source_lang_code, a.target_lang_code, name)
+    start = closing if start is None else start
+    if start is None:
         raise UserError(f"{name} sets no decoder_start_token_id (decoding cannot start); for mBART set "
                         f"source_lang_code and target_lang_code, which provide it")
-    if getattr(model.config, "model_type", "") == "t5" and not a.source_prefix:
-        warnings.warn(f"{name} is a T5 model: set source_prefix, e.g. 'translate English to German: '")
     if tok.init_kwargs.get("do_lower_case") and not a.eval_lowercase:
         warnings.warn(f"the tokenizer of {name} lowercases, so generated text is lowercase: consider "
                       f"eval_lowercase: true for case-insensitive BLEU and chrF")
-    return LoadedSeq2Seq(model, tok, new)
+    return Seq2SeqTokens(tok, start, eos, pad, forced)
+
+
+def load_seq2seq(task_args: Any, tokens: Optional[Seq2SeqTokens] = None) -> LoadedSeq2Seq:
+    """The model for TranslationArguments (pretrained checkpoint or warm start), decoding as ``tokens`` (those the
+    data was prepared with; unset: ``load_tokens``) say."""
+    a = task_args
+    tokens = tokens or load_tokens(a)
+    if a.model_name_or_path:
+        model, new = _checkpoint(a.model_name_or_path, a.pretrained)
+    else:
+        model, new = _warm_start(a.encoder_name_or_path, a.decoder_name_or_path, tokens, a.pretrained)
+    if tokens.forced_bos_token_id is not None:
+        model.generation_config.forced_bos_token_id = tokens.forced_bos_token_id
+    if model.config.decoder_start_token_id is None:
+        model.config.decoder_start_token_id = tokens.decoder_start_token_id
+        model.generation_config.decoder_start_token_id = tokens.decoder_start_token_id
+    return LoadedSeq2Seq(model, new)

@@ -30,6 +30,7 @@ if [ -n "${missing// }" ]; then
   fi
 fi
 
-for assets in assets text_assets speech_assets; do
-  .venv/bin/python -m fastft.$assets --quiet || echo "setup: warning: offline assets (fastft.$assets) not prepared (see above)" >&2
+for assets in image text speech; do
+  .venv/bin/python -m fastft.offline.$assets --quiet \
+    || echo "setup: warning: offline assets (fastft.offline.$assets) not prepared (see above)" >&2
 done

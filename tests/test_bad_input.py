@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, image_argv
 
-from fastft.engine import main
+from fastft.run import main
 from fastft.tasks.image import ImageArguments, ImageTask
 
 

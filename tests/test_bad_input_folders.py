@@ -12,8 +12,8 @@ from conftest import image_argv
 from hub_server import fake_hub, make_fake_hub  # noqa: F401  (fixtures)
 from test_bad_input import snapshot
 
-from fastft.engine import main
-from fastft.push import main as push_main
+from fastft.run import main
+from fastft.push_to_hub import main as push_main
 from fastft.tasks.image import ImageArguments, ImageTask
 
 

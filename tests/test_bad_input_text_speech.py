@@ -23,7 +23,7 @@ from speech_fixtures import (asr_argv, classification_argv, spoken_words, tiny_w
                              tiny_whisper_classifier)
 from test_translation import tiny_marian, toy_argv, toy_data  # noqa: F401 (fixtures)
 
-from fastft.engine import main
+from fastft.run import main
 from fastft.tasks.speech import SpeechArguments, speech_task
 from fastft.tasks.translation import TranslationArguments, TranslationTask
 

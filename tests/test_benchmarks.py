@@ -94,7 +94,7 @@ def test_a_smaller_batch_is_evaluated_after_as_many_samples(tmp_path, monkeypatc
 @pytest.mark.parametrize("task", ["image", "translation"])
 def test_every_benchmark_configuration_is_a_valid_recipe(task, capsys):
     """Each configuration's flags parse as fields of the task's script (a typo would waste a long run)."""
-    from fastft.engine import main
+    from fastft.run import main
     from fastft.tasks.image import ImageArguments, ImageTask
     from fastft.tasks.translation import TranslationArguments, TranslationTask
 

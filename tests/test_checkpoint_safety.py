@@ -13,7 +13,7 @@ from conftest import image_argv
 from safetensors.torch import load_file
 
 from fastft.checkpoints import TrainState
-from fastft.engine import main
+from fastft.run import main
 from fastft.tasks.image import ImageArguments, ImageTask
 
 SHORT = ["--max_steps", "2", "--checkpointing_steps", "2", "--model_ema", "true", "--model_ema_decay", "0.9"]

@@ -99,6 +99,9 @@ def test_shipped_recipe_by_name_from_any_folder_and_the_recipe_list(tmp_path):
     done = command("train", "image", "--config", "quickstart", "--dry_run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "fastft:efficientnet_lite0" in done.stdout and "global batch" in done.stdout
+    # the recipe's tricks, engine's and task's, each named in the plan
+    assert "engine tricks:              label_smoothing=0.1, channels_last" in done.stdout
+    assert "weight EMA (evaluated, saved)" in done.stdout
     listed = command("recipes", cwd=tmp_path)
     assert listed.returncode == 0
     shipped = sorted(RECIPES.glob("*/*.yaml"))
@@ -303,6 +306,7 @@ def test_a_wheel_ships_the_recipes(tmp_path):
     names = zipfile.ZipFile(next(tmp_path.glob("fastft-*.whl"))).namelist()
     for path in RECIPES.glob("*/*.yaml"):
         assert f"fastft/recipes/{path.parent.name}/{path.name}" in names
+    assert {"fastft/offline/__init__.py", "fastft/offline/common.py", "fastft/offline/image.py"} <= set(names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "fastft = fastft.cli:main" in zipfile.ZipFile(next(tmp_path.glob("fastft-*.whl"))).read(entry).decode()
     if not had_build:  # setuptools builds in the source tree

@@ -11,7 +11,7 @@ from conftest import image_argv
 from safetensors.torch import load_file
 
 from fastft.ema import WeightAverage
-from fastft.engine import main
+from fastft.run import main
 from fastft.tasks.image import ImageArguments, ImageTask
 
 EMA = ["--model_ema", "true", "--model_ema_decay", "0.9"]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastft.engine import _SeededSamples, _warn_if_oversubscribed, oversubscription
+from fastft.batches import SeededSamples
+from fastft.launch import oversubscription, warn_if_oversubscribed
 
 
 class Draws(torch.utils.data.Dataset):
@@ -23,7 +24,7 @@ class Draws(torch.utils.data.Dataset):
 
 
 def test_a_sample_depends_only_on_seed_epoch_and_index_and_global_rngs_are_untouched():
-    samples = _SeededSamples(Draws(), seed=3)
+    samples = SeededSamples(Draws(), seed=3)
     random.seed(0), np.random.seed(0), torch.manual_seed(0)
     before = random.random(), float(np.random.rand()), torch.rand(()).item()
     random.seed(0), np.random.seed(0), torch.manual_seed(0)
@@ -46,9 +47,9 @@ def test_oversubscribed_cpu_threads_warn_with_the_setting_that_fixes_them(monkey
     cpu = types.SimpleNamespace(device=torch.device("cpu"), is_local_main_process=True)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1000")  # more processes than any machine has cores
     with pytest.warns(UserWarning, match="1000 process"):
-        _warn_if_oversubscribed(cpu)
+        warn_if_oversubscribed(cpu)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _warn_if_oversubscribed(cpu)  # one process, one thread: silent
+        warn_if_oversubscribed(cpu)  # one process, one thread: silent

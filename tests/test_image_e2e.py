@@ -12,7 +12,7 @@ import yaml
 from conftest import REPO, copy_without_weights, image_argv
 from safetensors.torch import load_file
 
-from fastft.engine import main
+from fastft.run import main
 from fastft.tasks.image import ImageArguments, ImageTask
 
 
@@ -128,12 +128,12 @@ def test_finished_output_dir_is_never_overwritten(tmp_path, tiny_images, tiny_mo
 
 
 def test_continue_fine_tuning_from_an_output_dir(tmp_path, tiny_images, tiny_model):
-    from fastft.models import create_image_classifier
+    from fastft.image_models import create_image_classifier
 
     first = tmp_path / "first"
     run(image_argv(first, tiny_images, tiny_model))
     # The saved head fits the data, so it is kept (not re-initialised) along with the body.
-    reloaded = create_image_classifier(str(first), ["blue", "green", "red"], pretrained=True)[0].state_dict()
+    reloaded = create_image_classifier(str(first), ["blue", "green", "red"], pretrained=True).state_dict()
     saved = load_file(first / "model.safetensors")
     assert reloaded.keys() == saved.keys() and all(torch.equal(reloaded[k], saved[k]) for k in saved)
     again = run(image_argv(tmp_path / "second", tiny_images, first, "--max_steps", "1", "--learning_rate", "1e-9"))
@@ -237,14 +237,14 @@ def test_a_half_precision_transformers_checkpoint_loads_in_float32(tmp_path, tin
     """transformers 5 loads the saved dtype; training needs float32 master weights (accelerate does the autocast)."""
     from transformers import AutoModelForImageClassification
 
-    from fastft.models import create_image_classifier
+    from fastft.image_models import create_image_classifier
 
     half = tmp_path / "vit_bf16"
     copy_without_weights(tiny_vit, half)
     AutoModelForImageClassification.from_pretrained(tiny_vit).to(torch.bfloat16).save_pretrained(half)
     assert AutoModelForImageClassification.from_pretrained(half).dtype == torch.bfloat16
     for pretrained in (True, False):
-        model, _ = create_image_classifier(str(half), ["a", "b", "c"], pretrained=pretrained)
+        model = create_image_classifier(str(half), ["a", "b", "c"], pretrained=pretrained)
         assert {p.dtype for p in model.parameters()} == {torch.float32}, pretrained
 
 

@@ -14,7 +14,7 @@ import torch
 from conftest import REPO, image_argv
 from safetensors.torch import load_file
 
-from fastft.engine import main
+from fastft.run import main
 from fastft.tasks.image import ImageArguments, ImageTask
 
 LONG = ["--max_steps", "60", "--eval_strategy", "no", "--checkpointing_steps", "8", "--save_total_limit", "3",

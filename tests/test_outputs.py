@@ -161,7 +161,7 @@ def test_finished_run_card_pipeline_and_file_modes(tmp_path, tiny_images, tiny_m
     from PIL import Image
     from transformers import pipeline
 
-    from fastft.engine import main
+    from fastft.run import main
     from fastft.tasks.image import ImageArguments, ImageTask
 
     out = tmp_path / "run"
@@ -193,7 +193,7 @@ def test_finished_run_card_pipeline_and_file_modes(tmp_path, tiny_images, tiny_m
 def test_held_out_eval_split_is_named_on_the_card(tmp_path, tiny_images, tiny_model):
     import shutil
 
-    from fastft.engine import main
+    from fastft.run import main
     from fastft.tasks.image import ImageArguments, ImageTask
 
     data = tmp_path / "data"

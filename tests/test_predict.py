@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from speech_fixtures import (asr_argv, classification_argv, spoken_words, tiny_w
 from test_translation import tiny_bert, tiny_marian, toy_argv, toy_data  # noqa: F401
 
 from fastft.audio import load_audio
-from fastft.engine import main as train
+from fastft.run import main as train
 from fastft.errors import UserError
 from fastft.predict import ASR, AUDIO_CLASSIFICATION, IMAGE_CLASSIFICATION, TRANSLATION, _task_of_config, main, \
     predict
@@ -29,53 +30,46 @@ from fastft.tasks.translation import TranslationTask
 PREFIX = "dog dog "  # a source_prefix the toy model notices: predictions without it differ
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose much when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 # -- short real runs, one per task --------------------------------------------------------------
+def trained(tmp_path_factory, name: str, task, fields, argv) -> Path:
+    """A finished run in a fresh folder; ``argv(out)`` is its command line."""
+    out = tmp_path_factory.mktemp(f"predict_{name}") / "run"
+    train(task, fields, argv(out))
+    return out
+
+
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory, tiny_images, tiny_model):
-    out = tmp_path_factory.mktemp("predict_image") / "run"
-    train(ImageTask, ImageArguments, image_argv(out, tiny_images, tiny_model, "--max_steps", "6",
-                                                "--eval_crop_pct", "0.8"))
-    return out
+    return trained(tmp_path_factory, "image", ImageTask, ImageArguments,
+                   lambda out: image_argv(out, tiny_images, tiny_model, "--max_steps", "6", "--eval_crop_pct", "0.8"))
 
 
 @pytest.fixture(scope="module")
 def vit_run(tmp_path_factory, tiny_images, tiny_vit):
-    out = tmp_path_factory.mktemp("predict_vit") / "run"
-    train(ImageTask, ImageArguments, image_argv(out, tiny_images, tiny_vit, "--max_steps", "2"))
-    return out
+    return trained(tmp_path_factory, "vit", ImageTask, ImageArguments,
+                   lambda out: image_argv(out, tiny_images, tiny_vit, "--max_steps", "2"))
 
 
 @pytest.fixture(scope="module")
 def translation_run(tmp_path_factory, toy_data, tiny_marian):
-    out = tmp_path_factory.mktemp("predict_translation") / "run"
-    train(TranslationTask, TranslationArguments, toy_argv(out, toy_data, tiny_marian, "--max_steps", "40",
-                                                          "--num_beams", "2", "--max_new_tokens", "6",
-                                                          "--source_prefix", PREFIX))
-    return out
+    return trained(tmp_path_factory, "translation", TranslationTask, TranslationArguments,
+                   lambda out: toy_argv(out, toy_data, tiny_marian, "--max_steps", "40", "--num_beams", "2",
+                                        "--max_new_tokens", "6", "--source_prefix", PREFIX))
 
 
 @pytest.fixture(scope="module")
 def asr_run(tmp_path_factory, spoken_words, tiny_whisper):
-    out = tmp_path_factory.mktemp("predict_asr") / "run"
-    train(speech_task, SpeechArguments, asr_argv(out, spoken_words, tiny_whisper, "--max_steps", "6"))
-    return out
+    return trained(tmp_path_factory, "asr", speech_task, SpeechArguments,
+                   lambda out: asr_argv(out, spoken_words, tiny_whisper, "--max_steps", "6"))
 
 
 @pytest.fixture(scope="module")
 def keyword_run(tmp_path_factory, spoken_words, tiny_whisper_classifier):
-    out = tmp_path_factory.mktemp("predict_keywords") / "run"
-    train(speech_task, SpeechArguments, classification_argv(out, spoken_words, tiny_whisper_classifier,
-                                                            "--max_steps", "6"))
-    return out
+    return trained(tmp_path_factory, "keywords", speech_task, SpeechArguments,
+                   lambda out: classification_argv(out, spoken_words, tiny_whisper_classifier, "--max_steps", "6"))
 
 
 def image_files(tiny_images) -> list[str]:
@@ -407,7 +401,7 @@ def test_library_function_raises_user_errors(image_run):
 def test_pretrained_assets_name_a_real_photo_and_transcribe_real_speech(tmp_path):
     from skimage import data
 
-    from fastft.speech_assets import ASTERISK_DIR
+    from fastft.offline.speech import ASTERISK_DIR
 
     Image.fromarray(data.coffee()).save(tmp_path / "coffee.jpg")
     [row] = predict("fastft:efficientnet_lite0", [str(tmp_path / "coffee.jpg")], top_k=3)

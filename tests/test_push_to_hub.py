@@ -11,8 +11,8 @@ from conftest import REPO, image_argv
 from hub_server import fake_hub, make_fake_hub  # noqa: F401  (fixtures)
 from safetensors.torch import load_file
 
-from fastft.engine import main
-from fastft.push import main as push_main
+from fastft.run import main
+from fastft.push_to_hub import main as push_main
 from fastft.tasks.image import ImageArguments, ImageTask
 
 PUBLISHED = {"model.safetensors", "config.json", "README.md", "config.yaml", "metrics.json", "metrics.jsonl",
@@ -100,7 +100,7 @@ def test_failed_push_keeps_the_output_and_the_printed_command_retries(tmp_path, 
             train(image_argv(out, tiny_images, tiny_model, "--push_to_hub", "--hub_model_id", "alice/retry",
                              "--max_steps", "2"))
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "push to alice/retry failed" in err and f"python -m fastft.push {out} --hub_model_id alice/retry" in err
+    assert "push to alice/retry failed" in err and f"fastft push {out} --hub_model_id alice/retry" in err
     assert {"metrics.json", "model.safetensors", "README.md"} <= {p.name for p in out.iterdir()}
     assert fake_hub.commits("alice/retry") == []
     url = push_main([str(out), "--hub_model_id", "alice/retry"])  # the standalone command, as printed

@@ -11,7 +11,7 @@ import torch
 from conftest import REPO, image_argv
 from safetensors.torch import load_file
 
-from fastft.engine import main
+from fastft.run import main
 from fastft.tasks.image import ImageArguments, ImageTask
 
 

@@ -15,11 +15,12 @@ from fastft.schedules import Schedule, Scheduler, scale_lr
 PEAK = 0.1
 
 
-def make_optimizer(kind: str, groups: int = 1) -> torch.optim.Optimizer:
+def make_optimizer(kind: str, groups: int = 1, lr: float = PEAK) -> torch.optim.Optimizer:
+    """An optimizer holding the peak LR, as fastft's optimizer builder makes it (the Scheduler reads it there)."""
     params = [{"params": [torch.nn.Parameter(torch.zeros(2))]} for _ in range(groups)]
     if kind == "sgd":
-        return torch.optim.SGD(params, lr=PEAK, momentum=0.9)
-    return torch.optim.AdamW(params, lr=PEAK, betas=(0.9, 0.999))
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999))
 
 
 def momentum_of(optimizer: torch.optim.Optimizer) -> float:
@@ -59,7 +60,7 @@ def test_one_cycle_matches_torch(optim, anneal, total, warmup):
     div, final_div = 25.0, 1e4
     schedule = Schedule("one_cycle", total_steps=total, warmup_steps=warmup, div_factor=div,
                         final_div_factor=final_div, anneal=anneal, base_momentum=0.85, max_momentum=0.95)
-    ours = Scheduler(make_optimizer(optim), schedule, PEAK)
+    ours = Scheduler(make_optimizer(optim), schedule)
     theirs = OneCycleLR(make_optimizer(optim), max_lr=PEAK, total_steps=total, pct_start=warmup / total,
                         anneal_strategy=anneal, div_factor=div, final_div_factor=final_div, three_phase=False,
                         cycle_momentum=True, base_momentum=0.85, max_momentum=0.95)
@@ -79,7 +80,7 @@ def test_one_cycle_from_plan_matches_torch():
     theirs = OneCycleLR(make_optimizer("adamw"), max_lr=PEAK, total_steps=100, pct_start=0.3,
                         anneal_strategy="linear", div_factor=10, final_div_factor=100,
                         base_momentum=0.8, max_momentum=0.9)
-    run_side_by_side(Scheduler(make_optimizer("adamw"), plan.schedule, plan.scaled_learning_rate), theirs, 100)
+    run_side_by_side(Scheduler(make_optimizer("adamw"), plan.schedule), theirs, 100)
 
 
 @pytest.mark.parametrize("optim", ["sgd", "adamw"])
@@ -88,7 +89,7 @@ def test_cyclic_matches_torch(optim, mode, gamma):
     step_size, base, total = 7, 0.25, 7 * 2 * 3 + 5  # three full cycles and a bit
     schedule = Schedule("cyclic", total_steps=total, warmup_steps=0, cyclic_mode=mode, cyclic_base=base,
                         cyclic_step_size=step_size, cyclic_gamma=gamma, base_momentum=0.8, max_momentum=0.9)
-    ours = Scheduler(make_optimizer(optim), schedule, PEAK)
+    ours = Scheduler(make_optimizer(optim), schedule)
     theirs = CyclicLR(make_optimizer(optim), base_lr=PEAK * base, max_lr=PEAK, step_size_up=step_size, mode=mode,
                       gamma=gamma, cycle_momentum=True, base_momentum=0.8, max_momentum=0.9)
     run_side_by_side(ours, theirs, total)
@@ -107,12 +108,12 @@ def test_cyclic_from_plan_matches_torch_with_default_step_size():
     assert plan.schedule.cyclic_step_size == 12 and plan.total_steps == 30
     theirs = CyclicLR(make_optimizer("sgd"), base_lr=PEAK * 0.1, max_lr=PEAK, step_size_up=12, mode="triangular2",
                       base_momentum=0.85, max_momentum=0.95)
-    run_side_by_side(Scheduler(make_optimizer("sgd"), plan.schedule, PEAK), theirs, 30)
+    run_side_by_side(Scheduler(make_optimizer("sgd"), plan.schedule), theirs, 30)
 
 
 def test_cycle_momentum_off_leaves_momentum_alone():
     schedule = Schedule("one_cycle", total_steps=20, warmup_steps=5, cycle_momentum=False)
-    sched = Scheduler(make_optimizer("adamw"), schedule, PEAK)
+    sched = Scheduler(make_optimizer("adamw"), schedule)
     for _ in range(10):
         sched.step()
     assert sched.optimizer.param_groups[0]["betas"] == (0.9, 0.999)
@@ -149,7 +150,7 @@ def test_linear_and_cosine_match_transformers():
                        ("cosine", lambda o: get_cosine_with_min_lr_schedule_with_warmup(
                            o, warmup, total, min_lr_rate=0.05))]:
         s = Schedule(kind, total_steps=total, warmup_steps=warmup, min_lr_ratio=0.0 if kind == "linear" else 0.05)
-        ours = Scheduler(make_optimizer("sgd"), s, PEAK)
+        ours = Scheduler(make_optimizer("sgd"), s)
         theirs = make(make_optimizer("sgd"))
         for t in range(total + 1):  # including the LR left after the last update
             assert ours.get_last_lr()[0] == pytest.approx(theirs.get_last_lr()[0], abs=1e-12), (kind, t)
@@ -182,7 +183,7 @@ def test_multistep_milestones_in_epochs_match_torch():
     assert plan.schedule.milestones == (20, 45)
     torch_opt = make_optimizer("sgd")
     theirs = MultiStepLR(torch_opt, milestones=[20, 45], gamma=0.5)
-    ours = Scheduler(make_optimizer("sgd"), plan.schedule, PEAK)
+    ours = Scheduler(make_optimizer("sgd"), plan.schedule)
     for t in range(plan.total_steps):
         assert ours.get_last_lr()[0] == pytest.approx(theirs.get_last_lr()[0]), t
         torch_opt.step()
@@ -224,7 +225,7 @@ def test_goyal_linear_scaling_and_warmup_from_reference_lr():
 
 def test_goyal_warmup_drives_the_optimizer():
     plan = goyal_plan(lr_scheduler_type="linear")
-    sched = Scheduler(make_optimizer("sgd"), plan.schedule, plan.scaled_learning_rate)
+    sched = Scheduler(make_optimizer("sgd", lr=plan.scaled_learning_rate), plan.schedule)
     seen = []
     for _ in range(plan.total_steps):
         seen.append(sched.get_last_lr()[0])
@@ -271,7 +272,7 @@ def test_scheduler_honours_lr_scale():
     for group, scale in zip(optimizer.param_groups, (1.0, 0.5, 0.25)):
         group["lr_scale"] = scale
     optimizer.param_groups[0].pop("lr_scale")  # a group without one counts as 1
-    sched = Scheduler(optimizer, Schedule("linear", total_steps=10, warmup_steps=2), PEAK)
+    sched = Scheduler(optimizer, Schedule("linear", total_steps=10, warmup_steps=2))
     for _ in range(4):
         sched.step()
     top = PEAK * (1 - 2 / 8)  # step 4 of linear decay from step 2 to 10
@@ -281,11 +282,11 @@ def test_scheduler_honours_lr_scale():
 @pytest.mark.parametrize("kind", ["one_cycle", "cosine", "cyclic"])
 def test_scheduler_state_dict_round_trip(kind):
     schedule = Schedule(kind, total_steps=50, warmup_steps=10, cyclic_step_size=5)
-    first = Scheduler(make_optimizer("adamw"), schedule, PEAK)
+    first = Scheduler(make_optimizer("adamw"), schedule)
     for _ in range(17):
         first.step()
     state = first.state_dict()
-    restored = Scheduler(make_optimizer("adamw"), schedule, PEAK)
+    restored = Scheduler(make_optimizer("adamw"), schedule)
     assert restored.get_last_lr() != first.get_last_lr()
     restored.load_state_dict(state)
     for _ in range(5):

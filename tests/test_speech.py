@@ -9,7 +9,7 @@ from speech_fixtures import asr_argv, spoken_words, tiny_whisper  # noqa: F401  
 
 from fastft.audio import duration_s, load_audio, read_audio, resample
 from fastft.config import TrainingArguments
-from fastft.engine import main
+from fastft.run import main
 from fastft.errors import UserError
 from fastft.metrics import load_metric
 from fastft.tasks.speech import SpeechArguments, speech_task
@@ -66,21 +66,22 @@ def test_unreadable_audio_is_a_user_error_naming_the_file(tmp_path):
 def test_feature_shapes_whisper_window_and_wav2vec2_padding(tiny_whisper):
     from transformers import AutoProcessor, Wav2Vec2FeatureExtractor, WhisperForConditionalGeneration
 
-    from fastft.speech_models import extract_features, set_whisper_window, whisper_window_s
+    from fastft.speech_models import extract_features, set_extractor_window, set_whisper_window, whisper_window_s
 
     clips = [tone(300, 16000, 0.5), tone(600, 16000, 1.5)]
     processor = AutoProcessor.from_pretrained(tiny_whisper)
     model = WhisperForConditionalGeneration.from_pretrained(tiny_whisper)
     features = extract_features(processor.feature_extractor, clips, 16000)
     assert features["input_features"].shape == (2, 80, 200)  # 2 s window, 100 frames a second
-    assert whisper_window_s(model) == 2
-    set_whisper_window(model, processor.feature_extractor, 1)
+    assert whisper_window_s(model.config) == 2
+    set_whisper_window(model, 1)
+    set_extractor_window(processor.feature_extractor, 1)
     short = extract_features(processor.feature_extractor, clips, 16000)["input_features"]
     assert short.shape == (2, 80, 100)
     with torch.no_grad():
         assert model.model.encoder(short).last_hidden_state.shape == (2, 50, 32)  # conv2 halves the frames
     with pytest.raises(UserError, match="whisper_window_s"):
-        set_whisper_window(model, processor.feature_extractor, 5)
+        set_whisper_window(model, 5)
     wav2vec2 = Wav2Vec2FeatureExtractor(return_attention_mask=True)
     batch = extract_features(wav2vec2, clips, 16000)
     assert batch["input_values"].shape == (2, 24000)  # padded to the longest clip
@@ -146,7 +147,7 @@ def test_cached_encoder_outputs_skip_decoding_and_give_the_same_loss(tiny_whispe
     assert cached.training_loss(model, again).item() == pytest.approx(expected.item(), rel=1e-5)
     with torch.no_grad():
         reference = model.get_encoder()(batch["input_features"]).last_hidden_state
-    torch.testing.assert_close(cached.model_inputs(again)["encoder_outputs"].last_hidden_state, reference)
+    torch.testing.assert_close(cached.model_inputs(model, again)["encoder_outputs"].last_hidden_state, reference)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from fastft import speech_assets
+from fastft.offline import speech as speech_assets
 from fastft.audio import load_audio, read_audio
 from fastft.errors import UserError
-from fastft.whisper_ct2 import read_ct2_model, whisper_state_dict
+from fastft.offline.whisper_ct2 import read_ct2_model, whisper_state_dict
 
 ALLISON = speech_assets.ASTERISK_DIR
 

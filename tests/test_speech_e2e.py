@@ -14,7 +14,7 @@ from speech_fixtures import (asr_argv, classification_argv, spoken_words, tiny_w
                              tiny_whisper, tiny_whisper_classifier)
 
 from fastft.audio import load_audio
-from fastft.engine import main
+from fastft.run import main
 from fastft.metrics import load_metric
 from fastft.tasks.speech import SpeechArguments, speech_task
 

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from conftest import REPO, copy_without_weights
 from safetensors.torch import load_file
 
-from fastft import text_assets
-from fastft.engine import main
+from fastft.offline import text as text_assets
+from fastft.run import main
 from fastft.metrics import load_metric
 from fastft.tasks.seq2seq import IGNORE_INDEX, pad_labels, token_loss
 from fastft.tasks.translation import TranslationArguments, TranslationTask
@@ -23,13 +23,7 @@ LEXICON = {"one": "un", "two": "deux", "three": "trois", "four": "quatre", "red"
            "blue": "bleu", "cat": "chat", "dog": "chien", "bird": "oiseau", "sees": "voit", "likes": "aime"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose much when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def run(argv: list[str]) -> dict:
@@ -323,7 +317,8 @@ def test_frozen_embeddings_stay_put_while_the_rest_trains(tmp_path, toy_data, ti
             *toy_argv(out, toy_data, "unused", "--max_steps", "3", "--max_eval_samples", "4", "--freeze_embeddings",
                       "true", "--head_lr_scale", "10")[2:]]
     run([*argv, "--dry_run"])
-    assert "tricks:                     head_lr_scale=10.0, freeze_embeddings" in capsys.readouterr().out
+    plan = capsys.readouterr().out
+    assert "engine tricks:              head_lr_scale=10" in plan and "tricks:                     freeze_embeddings" in plan
     run(argv)
     saved, start = load_file(out / "model.safetensors"), load_file(tiny_bert / "model.safetensors")
     emb = "embeddings.word_embeddings.weight"
@@ -414,7 +409,7 @@ def test_gettext_asset_filters_and_splits_deterministically(tmp_path, monkeypatc
     assert text_assets.split_of("Open file") == text_assets.split_of("Open file")
 
 
-@pytest.mark.skipif(not text_assets._catalogs("de"), reason="no German gettext catalogs installed")
+@pytest.mark.skipif(not text_assets.catalogs("de"), reason="no German gettext catalogs installed")
 def test_installed_gettext_catalogs_give_thousands_of_disjoint_pairs():
     ds = text_assets.dataset_asset("fastft:gettext_en_de")
     assert len(ds["train"]) > 1000 and len(ds["test"]) > 50

@@ -213,7 +213,7 @@ def test_head_lr_scale_multiplies_the_new_weights_lr_through_the_schedule(vit, l
     scaled = build_optimizer(vit, args(layer_decay=layer_decay, weight_decay=0.05, head_lr_scale=10), lr=0.01,
                              head_params=head)
     for optimizer in (plain, scaled):
-        Scheduler(optimizer, Schedule(kind="constant", total_steps=10), 0.01).step()
+        Scheduler(optimizer, Schedule(kind="constant", total_steps=10)).step()
 
     def by_param(optimizer, key):
         return {id(p): g[key] for g in optimizer.param_groups for p in g["params"]}

@@ -17,8 +17,9 @@ from fastft import speech_models
 from fastft.config import TrainingArguments
 from fastft.errors import UserError
 from fastft.metrics import load_metric
+from fastft.task_fields import AsrArguments
+from fastft.tasks.common import plan_lines, switched_on
 from fastft.tasks.seq2seq import Seq2SeqTask
-from fastft.tasks.speech import SpeechArguments
 from fastft.tasks.speech_data import TEXT_COLUMNS, Clips, SpeechData
 
 
@@ -39,7 +40,7 @@ class AsrTask(Seq2SeqTask):
     greater_is_better = False
     pipeline_tag = "automatic-speech-recognition"
 
-    def __init__(self, task_args: SpeechArguments, args: TrainingArguments):
+    def __init__(self, task_args: AsrArguments, args: TrainingArguments):
         super().__init__(task_args, args)
         if args.freeze_epochs:
             raise UserError("freeze_epochs trains only a new head, which a speech recogniser has none of: unset it "
@@ -48,40 +49,45 @@ class AsrTask(Seq2SeqTask):
             raise UserError("cache_encoder_outputs needs freeze_encoder: a trained encoder's outputs change every "
                             "step")
         self.data = SpeechData(task_args, args.seed, args.max_train_samples, args.max_eval_samples)
-        self._encoded: Optional[dict[int, torch.Tensor]] = None  # clip key -> frozen encoder output
+        # clip key -> frozen encoder output; emptied by each build_model
+        self._encoded: Optional[dict[int, torch.Tensor]] = {} if task_args.cache_encoder_outputs else None
 
-    # -- model ---------------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
-        if self._model is not None:
-            return self._model
+    # -- the checkpoint's config and processor (no weights) ---------------------------------
+    def _config(self) -> Any:
+        """The checkpoint's config, checked against the recipe."""
         a = self.task_args
-        model, self.processor = speech_models.load_speech_seq2seq(a.model_name_or_path)
-        self.tokenizer, self.extractor = self.processor.tokenizer, self.processor.feature_extractor
-        self.whisper = speech_models.is_whisper(model)
-        if self.whisper:
-            self._set_whisper_prompt(model)
-            if a.whisper_window_s:
-                speech_models.set_whisper_window(model, self.extractor, a.whisper_window_s)
-        elif a.whisper_window_s or a.language:
+        config = speech_models.load_config(a.model_name_or_path)
+        whisper = speech_models.is_whisper(config)
+        if not whisper and (a.whisper_window_s or a.language):
             raise UserError(f"whisper_window_s and language apply to Whisper models; {a.model_name_or_path} is a "
-                            f"{model.config.model_type}: unset them")
-        limit = getattr(model.config, "max_target_positions", None)
+                            f"{config.model_type}: unset them")
+        if whisper and a.whisper_window_s:
+            speech_models.check_whisper_window(config, a.whisper_window_s)
+        limit = getattr(config, "max_target_positions", None)
         if limit and a.max_target_length + 4 > limit:  # room for Whisper's prompt tokens
             raise UserError(f"max_target_length {a.max_target_length} does not fit the decoder's {limit} positions; "
                             f"set it to {limit - 4} or less")
-        speech_models.freeze(model, a.freeze_encoder, a.freeze_feature_encoder)
-        if a.cache_encoder_outputs:
-            if not self.whisper:
-                raise UserError(f"cache_encoder_outputs applies to Whisper models; {a.model_name_or_path} is a "
-                                f"{model.config.model_type}: unset it")
-            self._encoded = {}
-        self.set_decoder_start(model)
-        self._model = model
-        return model
+        if a.cache_encoder_outputs and not whisper:
+            raise UserError(f"cache_encoder_outputs applies to Whisper models; {a.model_name_or_path} is a "
+                            f"{config.model_type}: unset it")
+        return config
 
-    def _set_whisper_prompt(self, model: nn.Module) -> None:
-        a, gen = self.task_args, model.generation_config
-        if not getattr(gen, "is_multilingual", False):
+    def _load_processor(self, config: Any) -> None:
+        """The processor as the recipe sets it: Whisper's language/task prompt, its shortened window."""
+        a = self.task_args
+        self.processor = speech_models.load_speech_processor(a.model_name_or_path)
+        self.tokenizer, self.extractor = self.processor.tokenizer, self.processor.feature_extractor
+        self.whisper = speech_models.is_whisper(config)
+        self.multilingual = self.whisper and speech_models.is_multilingual(a.model_name_or_path)
+        if self.whisper:
+            self._set_whisper_prompt()
+            if a.whisper_window_s:
+                speech_models.set_extractor_window(self.extractor, a.whisper_window_s)
+        self.set_decoder_start(config.decoder_start_token_id)
+
+    def _set_whisper_prompt(self) -> None:
+        a = self.task_args
+        if not self.multilingual:
             if a.language not in (None, "en", "english") or a.asr_task != "transcribe":
                 raise UserError(f"{a.model_name_or_path} is an English-only Whisper: unset language and asr_task, or "
                                 f"use a multilingual checkpoint (e.g. openai/whisper-small)")
@@ -94,26 +100,40 @@ class AsrTask(Seq2SeqTask):
             self.tokenizer.set_prefix_tokens(language=a.language, task=a.asr_task, predict_timestamps=False)
         except ValueError as err:
             raise UserError(f"language {a.language!r}: {str(err).splitlines()[0][:200]}") from None
-        # Saved with the model, so the fine-tuned checkpoint generates in this language by default.
-        gen.language, gen.task = a.language, a.asr_task
-        gen.forced_decoder_ids = None
-        model.config.forced_decoder_ids = None
+
+    # -- model ---------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        a = self.task_args
+        model = speech_models.load_speech_seq2seq(a.model_name_or_path)
+        whisper = speech_models.is_whisper(model.config)
+        if whisper and getattr(model.generation_config, "is_multilingual", False):
+            # Saved with the model, so the fine-tuned checkpoint generates in this language by default.
+            gen = model.generation_config
+            gen.language, gen.task = a.language, a.asr_task
+            gen.forced_decoder_ids = None
+            model.config.forced_decoder_ids = None
+        if whisper and a.whisper_window_s:
+            speech_models.set_whisper_window(model, a.whisper_window_s)
+        speech_models.freeze(model, a.freeze_encoder, a.freeze_feature_encoder)
+        if self._encoded is not None:
+            self._encoded = {}  # outputs of an earlier attempt's encoder
+        return model
 
     def generation_kwargs(self) -> dict[str, Any]:
         kwargs = super().generation_kwargs()
-        if self.whisper and getattr(self._model.generation_config, "is_multilingual", False):
+        if self.multilingual:
             kwargs.update(language=self.task_args.language, task=self.task_args.asr_task)
         return kwargs
 
-    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def model_inputs(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         if self._encoded is not None:
-            return {"encoder_outputs": self._cached_encoder_outputs(batch)}
+            return {"encoder_outputs": self._cached_encoder_outputs(model, batch)}
         return {k: v for k, v in batch.items() if k not in ("labels", "index", "key")}
 
     def _is_cached(self, key: int) -> bool:
         return key in self._encoded
 
-    def _cached_encoder_outputs(self, batch: dict[str, Any]) -> Any:
+    def _cached_encoder_outputs(self, model: nn.Module, batch: dict[str, Any]) -> Any:
         """The frozen encoder's outputs, computed once per clip (the encoder is most of Whisper's cost).
 
         Computed in eval mode and kept on the CPU; the same as running the encoder every
@@ -125,7 +145,7 @@ class AsrTask(Seq2SeqTask):
             encoded_keys = batch["feature_keys"].tolist()
             new = [i for i, key in enumerate(encoded_keys) if key not in self._encoded]
             if new:
-                encoder = self._model.get_encoder()
+                encoder = extract_model_from_parallel(model).get_encoder()
                 training = encoder.training
                 encoder.eval()
                 with torch.no_grad():
@@ -152,12 +172,12 @@ class AsrTask(Seq2SeqTask):
         self.processor.save_pretrained(output_dir)
 
     # -- data --------------------------------------------------------------------------
-    def _max_duration(self) -> Optional[float]:
+    def _max_duration(self, config: Any) -> Optional[float]:
         """Longest clip kept: max_duration_s, and never more than Whisper's window (longer would be cut)."""
         a = self.task_args
         window = None
-        if self.whisper:
-            window = float(a.whisper_window_s or speech_models.whisper_window_s(self._model))
+        if speech_models.is_whisper(config):
+            window = float(a.whisper_window_s or speech_models.whisper_window_s(config))
         if a.max_duration_s is not None and window is not None and a.max_duration_s > window:
             raise UserError(f"max_duration_s {a.max_duration_s} exceeds Whisper's {window:g} s input window: longer "
                             f"clips would be cut off; set max_duration_s to {window:g} or less")
@@ -167,12 +187,12 @@ class AsrTask(Seq2SeqTask):
         known = self.data.known_train_size()
         if known is not None:
             return known
-        self.build_model()
-        return len(self.data.splits("text_column", TEXT_COLUMNS, self._max_duration())[0])
+        return len(self.data.splits("text_column", TEXT_COLUMNS, self._max_duration(self._config()))[0])
 
     def load_data(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
-        self.build_model()
-        train, evaluation = self.data.splits("text_column", TEXT_COLUMNS, self._max_duration())
+        config = self._config()
+        self._load_processor(config)
+        train, evaluation = self.data.splits("text_column", TEXT_COLUMNS, self._max_duration(config))
         column = self.data.audio_column
         self.eval_sources = [x if isinstance(x, str) else str(x.get("path") or i)
                              for i, x in enumerate(evaluation[column])]
@@ -231,27 +251,26 @@ class AsrTask(Seq2SeqTask):
 
     def _cache_mb_per_clip(self) -> float:
         """Size of one clip's cached encoder output: positions x d_model float32."""
-        self.build_model()
-        positions = speech_models.whisper_window_s(self._model) * speech_models.FRAMES_PER_SECOND // 2
-        return positions * self._model.config.d_model * 4 / 2**20
+        config = self._config()
+        window = self.task_args.whisper_window_s or speech_models.whisper_window_s(config)
+        return window * speech_models.FRAMES_PER_SECOND // 2 * config.d_model * 4 / 2**20
 
     def check_sources(self) -> None:
         speech_models.resolve(self.task_args.model_name_or_path)
 
     def describe(self) -> list[str]:
         a = self.task_args
-        tricks = [f"label_smoothing={self.args.label_smoothing_factor}" if self.args.label_smoothing_factor else "",
-                  "freeze_encoder" if a.freeze_encoder else "",
-                  f"cache_encoder_outputs ({self._cache_mb_per_clip():.1f} MB of memory a clip)"
-                  if a.cache_encoder_outputs else "",
-                  "freeze_feature_encoder" if a.freeze_feature_encoder else "",
-                  f"whisper_window_s={a.whisper_window_s}" if a.whisper_window_s else ""]
-        return [f"task:                       asr ({a.language or 'model language'}, {a.asr_task})",
-                f"model:                      {a.model_name_or_path}",
-                f"dataset:                    {self.data.describe()}",
-                f"clips:                      {a.min_duration_s:g} s to "
-                f"{'the model window' if a.max_duration_s is None else f'{a.max_duration_s:g} s'}",
-                f"evaluation:                 generate (num_beams={a.num_beams}, max_new_tokens="
-                f"{a.max_new_tokens or a.max_target_length}); WER, CER after {a.text_normalization} normalisation"
-                + ("; also before training" if a.eval_before_training else ""),
-                f"tricks:                     {', '.join(t for t in tricks if t) or 'none'}"]
+        clips = "the model window" if a.max_duration_s is None else f"{a.max_duration_s:g} s"
+        return plan_lines({
+            "task": f"asr ({a.language or 'model language'}, {a.asr_task})",
+            "model": a.model_name_or_path,
+            "dataset": self.data.describe(),
+            "clips": f"{a.min_duration_s:g} s to {clips}",
+            "evaluation": f"generate (num_beams={a.num_beams}, max_new_tokens={a.max_new_tokens or a.max_target_length}"
+                          f"); WER, CER after {a.text_normalization} normalisation"
+                          + ("; also before training" if a.eval_before_training else ""),
+            "tricks": switched_on("freeze_encoder" if a.freeze_encoder else "",
+                                  f"cache_encoder_outputs ({self._cache_mb_per_clip():.1f} MB of memory a clip)"
+                                  if a.cache_encoder_outputs else "",
+                                  "freeze_feature_encoder" if a.freeze_feature_encoder else "",
+                                  f"whisper_window_s={a.whisper_window_s}" if a.whisper_window_s else "")})

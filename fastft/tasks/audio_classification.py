@@ -18,9 +18,9 @@ from fastft.config import TrainingArguments
 from fastft.errors import UserError
 from fastft.metrics import load_metric
 from fastft.regularization import MixupCutmix, classification_loss
+from fastft.task_fields import AudioClassificationArguments
 from fastft.tasks.base import Task
-from fastft.tasks.common import accuracy, classification_outputs
-from fastft.tasks.speech import SpeechArguments
+from fastft.tasks.common import accuracy, classification_outputs, plan_lines, switched_on
 from fastft.tasks.speech_data import LABEL_COLUMNS, Clips, SpeechData
 
 
@@ -28,7 +28,7 @@ class AudioClassificationTask(Task):
     main_metric = "eval_accuracy"
     pipeline_tag = "audio-classification"
 
-    def __init__(self, task_args: SpeechArguments, args: TrainingArguments):
+    def __init__(self, task_args: AudioClassificationArguments, args: TrainingArguments):
         super().__init__(task_args, args)
         self.data = SpeechData(task_args, args.seed, args.max_train_samples, args.max_eval_samples)
         self.label_names: Optional[list[str]] = None
@@ -75,7 +75,7 @@ class AudioClassificationTask(Task):
         if len(self.label_names) < 2:
             raise UserError(f"label_column {self.data.target_column!r} holds {len(self.label_names)} class; a "
                             f"classifier needs at least 2")
-        self.build_model()
+        self._load_extractor()
         a = self.task_args
         if a.mixup_alpha > 0:  # no cutmix: cutting rectangles out of spectrograms is SpecAugment's job, not ours
             self.mixup = MixupCutmix(len(self.label_names), a.mixup_alpha, 0.0, a.mixup_prob, 0.0,
@@ -95,27 +95,33 @@ class AudioClassificationTask(Task):
         batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=torch.long)
         return batch
 
+    def _load_extractor(self) -> None:
+        """The checkpoint's feature extractor, padding to a shortened Whisper window if the recipe sets one."""
+        a = self.task_args
+        self.extractor = speech_models.load_feature_extractor(a.model_name_or_path)
+        if a.whisper_window_s:
+            config = speech_models.load_config(a.model_name_or_path)
+            if not speech_models.is_whisper(config):
+                raise UserError(f"whisper_window_s applies to Whisper models; {a.model_name_or_path} is a "
+                                f"{config.model_type}: unset it")
+            speech_models.check_whisper_window(config, a.whisper_window_s)
+            speech_models.set_extractor_window(self.extractor, a.whisper_window_s)
+        self.input_name = self.extractor.model_input_names[0]
+
     # -- model ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        if self._model is None:
-            if self.label_names is None:
-                raise RuntimeError("load_data() must run before build_model()")
-            a = self.task_args
-            model, self.extractor = speech_models.load_audio_classifier(
-                a.model_name_or_path, self.label_names, a.zero_init_head)
-            if a.whisper_window_s:
-                if not speech_models.is_whisper(model):
-                    raise UserError(f"whisper_window_s applies to Whisper models; {a.model_name_or_path} is a "
-                                    f"{model.config.model_type}: unset it")
-                speech_models.set_whisper_window(model, self.extractor, a.whisper_window_s)
-            speech_models.freeze(model, a.freeze_encoder, a.freeze_feature_encoder, classifier=True)
-            self.head_names = speech_models.head_parameter_names(model)
-            self.input_name = self.extractor.model_input_names[0]
-            self._model = model
-        return self._model
+        if self.label_names is None:
+            raise RuntimeError("load_data() must run before build_model()")
+        a = self.task_args
+        model = speech_models.load_audio_classifier(a.model_name_or_path, self.label_names, a.zero_init_head)
+        if a.whisper_window_s:
+            speech_models.set_whisper_window(model, a.whisper_window_s)
+        speech_models.freeze(model, a.freeze_encoder, a.freeze_feature_encoder, classifier=True)
+        return model
 
     def head_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
-        return [p for name, p in model.named_parameters() if name in self.head_names]
+        head = speech_models.head_parameter_names(model)
+        return [p for name, p in model.named_parameters() if name in head]
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v for k, v in batch.items() if k != "labels"}
@@ -156,15 +162,13 @@ class AudioClassificationTask(Task):
 
     def describe(self) -> list[str]:
         a = self.task_args
-        tricks = [f"mixup_alpha={a.mixup_alpha}" if a.mixup_alpha else "",
-                  f"label_smoothing={self.args.label_smoothing_factor}" if self.args.label_smoothing_factor else "",
-                  f"freeze_epochs={self.args.freeze_epochs}" if self.args.freeze_epochs else "",
-                  "freeze_encoder" if a.freeze_encoder else "",
-                  "freeze_feature_encoder" if a.freeze_feature_encoder else "",
-                  f"whisper_window_s={a.whisper_window_s}" if a.whisper_window_s else ""]
-        return ["task:                       audio_classification",
-                f"model:                      {a.model_name_or_path}",
-                f"dataset:                    {self.data.describe()}",
-                f"clips:                      {a.min_duration_s:g} s to "
-                f"{'any length' if self._max_duration() is None else f'{self._max_duration():g} s'}",
-                f"tricks:                     {', '.join(t for t in tricks if t) or 'none'}"]
+        longest = "any length" if self._max_duration() is None else f"{self._max_duration():g} s"
+        return plan_lines({
+            "task": "audio_classification",
+            "model": a.model_name_or_path,
+            "dataset": self.data.describe(),
+            "clips": f"{a.min_duration_s:g} s to {longest}",
+            "tricks": switched_on(f"mixup_alpha={a.mixup_alpha}" if a.mixup_alpha else "",
+                                  "freeze_encoder" if a.freeze_encoder else "",
+                                  "freeze_feature_encoder" if a.freeze_feature_encoder else "",
+                                  f"whisper_window_s={a.whisper_window_s}" if a.whisper_window_s else "")})

@@ -12,21 +12,21 @@ from fastft.config import TrainingArguments
 
 
 class Task(abc.ABC):
-    """One fine-tuning task. The engine owns the loop; a task never steps an optimizer."""
+    """One fine-tuning task. The engine owns the loop; a task never steps an optimizer.
+
+    Each attempt (an auto_find_batch_size retry too) calls ``load_data`` first, then ``build_model``:
+    the model is sized from the data's labels, and the data is prepared from the checkpoint's files
+    (its config, processor or tokenizer), never from a built model.
+    """
 
     main_metric: str = "eval_accuracy"
     greater_is_better: bool = True
     pipeline_tag: str = "other"  # the Hub's task name, for the model card
     drop_last: bool = False  # drop the last incomplete training batch
-    _model: Optional[nn.Module] = None  # what build_model made, kept because data set-up may need it
     eval_split_used: Optional[str] = None  # the split evaluated on, in words, once load_data has picked it
 
     def __init__(self, task_args: Any, args: TrainingArguments):
         self.task_args, self.args = task_args, args
-
-    def forget_model(self) -> None:
-        """Drop the kept model: each run (an auto_find_batch_size retry too) starts from fresh weights."""
-        self._model = None
 
     @abc.abstractmethod
     def num_train_samples(self) -> int:
@@ -34,11 +34,12 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def load_data(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
-        """The train and eval datasets, already cut to max_*_samples."""
+        """The train and eval datasets, already cut to max_*_samples; what ``build_model`` needs of the data
+        (e.g. the label names) is known once it returns."""
 
     @abc.abstractmethod
     def build_model(self) -> nn.Module:
-        """The model, with pretrained weights and a head sized for the data."""
+        """A new model, with pretrained weights and a head sized for the data (after ``load_data``)."""
 
     @abc.abstractmethod
     def collate(self, examples: list[Any]) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Small pieces several tasks share: picking splits and columns, and classification outputs and accuracy."""
+"""Small pieces several tasks share: Hub datasets, picking splits and columns, classification outputs and accuracy."""
 from __future__ import annotations
 
 import warnings
@@ -9,6 +9,39 @@ import torch
 import torch.nn.functional as F
 
 from fastft.errors import UserError
+
+# Train-set sizes of well-known Hub datasets by (name, configuration), so a dry run plans without downloading
+# them; configuration None: whichever the recipe names.
+KNOWN_TRAIN_SIZES = {
+    **{(name, None): 50_000 for name in ("cifar10", "uoft-cs/cifar10", "cifar100", "uoft-cs/cifar100")},
+    ("imagenet-1k", None): 1_281_167, ("ILSVRC/imagenet-1k", None): 1_281_167,
+    ("food101", None): 75_750, ("ethz/food101", None): 75_750,
+    ("zalando-datasets/fashion_mnist", None): 60_000, ("fashion_mnist", None): 60_000,
+    ("wmt16", "ro-en"): 610_320, ("wmt/wmt16", "ro-en"): 610_320,
+    ("wmt16", "de-en"): 4_548_885, ("wmt/wmt16", "de-en"): 4_548_885,
+    ("wmt14", "de-en"): 4_508_785, ("wmt/wmt14", "de-en"): 4_508_785,
+    ("google/speech_commands", "v0.02"): 84_848, ("speech_commands", "v0.02"): 84_848,
+    ("mozilla-foundation/common_voice_11_0", "hi"): 4_361,
+}
+
+
+def known_train_size(name: Optional[str], config: Optional[str], max_train_samples: Optional[int]) -> Optional[int]:
+    """Train-set size of a dataset of ``KNOWN_TRAIN_SIZES``, cut to max_train_samples; None for any other."""
+    known = KNOWN_TRAIN_SIZES.get((name, config), KNOWN_TRAIN_SIZES.get((name, None)))
+    return None if known is None else min(known, max_train_samples or known)
+
+
+def load_hub_dataset(name: str, config: Optional[str], data_dir: Optional[str],
+                     alternatives: str) -> datasets.DatasetDict:
+    """``datasets.load_dataset`` of a Hub dataset; a failure (offline, no such dataset) is one line that ends
+    with the task's ``alternatives``."""
+    try:
+        return datasets.load_dataset(name, config, data_dir=data_dir)
+    except (FileNotFoundError, ConnectionError, OSError, ValueError,
+            datasets.exceptions.DatasetGenerationError) as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise UserError(f"could not load dataset_name {name!r} ({type(err).__name__}: {first}); use "
+                        f"{alternatives}") from None
 
 
 def find_column(ds: datasets.Dataset, name: Optional[str], candidates: tuple, field_name: str) -> str:
@@ -68,6 +101,16 @@ def with_eval_split(raw: datasets.DatasetDict, train: datasets.Dataset, args: An
         train, evaluation = parts["train"], parts["test"]
     return tuple(ds.shuffle(seed=seed).select(range(min(limit, len(ds)))) if limit else ds
                  for ds, limit in zip((train, evaluation), limits))
+
+
+def plan_lines(rows: dict[str, str]) -> list[str]:
+    """A task's lines of the dry-run plan (``label: value``), aligned with the engine's."""
+    return [f"{label + ':':<28}{value}" for label, value in rows.items()]
+
+
+def switched_on(*settings: str) -> str:
+    """The task's own tricks that are on (empty strings are off), for the plan."""
+    return ", ".join(s for s in settings if s) or "none"
 
 
 def classification_outputs(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -10,21 +10,19 @@ import datasets
 import torch
 from torch import nn
 
-from fastft import assets
 from fastft.config import TrainingArguments
 from fastft.errors import UserError
+from fastft.image_models import (create_image_classifier, head_of, image_data_config, model_family,
+                                 save_image_classifier)
 from fastft.metrics import load_metric
-from fastft.models import create_image_classifier, head_of, model_family, save_image_classifier
+from fastft.offline import image as image_assets
 from fastft.regularization import MixupCutmix, classification_loss
 from fastft.task_fields import ImageArguments
 from fastft.tasks.base import Task
-from fastft.tasks.common import (accuracy, classification_outputs, describe_eval_split, find_column, named_split,
+from fastft.tasks.common import (accuracy, classification_outputs, describe_eval_split, find_column,
+                                 known_train_size, load_hub_dataset, named_split, plan_lines, switched_on,
                                  with_eval_split)
 
-# Train-set sizes of well-known Hub datasets, so a dry run plans without downloading them.
-KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "uoft-cs/cifar10": 50_000, "cifar100": 50_000, "uoft-cs/cifar100": 50_000,
-                     "imagenet-1k": 1_281_167, "ILSVRC/imagenet-1k": 1_281_167, "food101": 75_750,
-                     "ethz/food101": 75_750, "zalando-datasets/fashion_mnist": 60_000, "fashion_mnist": 60_000}
 IMAGE_COLUMNS = ("image", "img", "pixel_values", "jpg", "png")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "cls", "class")
 
@@ -97,8 +95,8 @@ class ImageTask(Task):
     # -- data --------------------------------------------------------------------------
     def _load_raw(self) -> datasets.DatasetDict:
         a = self.task_args
-        if assets.is_asset(a.dataset_name):
-            return assets.dataset_asset(a.dataset_name)
+        if image_assets.is_asset(a.dataset_name):
+            return image_assets.dataset_asset(a.dataset_name)
         if a.dataset_name == "imagefolder":
             if not a.data_dir or not Path(a.data_dir).is_dir():
                 raise UserError(f"dataset_name imagefolder needs data_dir, a folder with train/ and test/ or "
@@ -108,12 +106,8 @@ class ImageTask(Task):
             except FileNotFoundError:  # datasets' EmptyDatasetError: no image files at all
                 raise UserError(f"data_dir {a.data_dir} holds no image files; imagefolder reads "
                                 f"data_dir/train/<class>/<image> (and test/ or validation/)") from None
-        try:
-            return datasets.load_dataset(a.dataset_name, a.dataset_config_name, data_dir=a.data_dir)
-        except (FileNotFoundError, ConnectionError, OSError, ValueError) as err:
-            raise UserError(f"could not load dataset_name {a.dataset_name!r} ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0][:200]}); use a Hub dataset name (online), "
-                            f"'imagefolder' with data_dir, or fastft:fashion_mnist") from None
+        return load_hub_dataset(a.dataset_name, a.dataset_config_name, a.data_dir,
+                                "a Hub dataset name (online), 'imagefolder' with data_dir, or fastft:fashion_mnist")
 
     def _splits(self) -> tuple[datasets.Dataset, datasets.Dataset]:
         a, raw = self.task_args, self._load_raw()
@@ -161,15 +155,13 @@ class ImageTask(Task):
 
     def num_train_samples(self) -> int:
         a = self.task_args
-        if a.dataset_name in KNOWN_TRAIN_SIZES and not a.data_dir:
-            n = KNOWN_TRAIN_SIZES[a.dataset_name]
-            return min(n, self.args.max_train_samples or n)
-        return len(self._splits()[0])
+        known = None if a.data_dir else known_train_size(a.dataset_name, a.dataset_config_name,
+                                                         self.args.max_train_samples)
+        return known if known is not None else len(self._splits()[0])
 
     def load_data(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
         train, evaluation = self._splits()
         self.label_names = self._labels(train, evaluation)
-        self.build_model()
         train_tf, eval_tf = self._transforms()
         a = self.task_args
         if a.mixup_alpha > 0 or a.cutmix_alpha > 0:
@@ -184,7 +176,7 @@ class ImageTask(Task):
         from timm.data import create_transform
 
         a = self.task_args
-        cfg = dict(self._data_config)
+        cfg = image_data_config(a.model_name_or_path)
         if a.image_size:
             cfg["input_size"] = (3, a.image_size, a.image_size)
         if a.eval_crop_pct:
@@ -207,13 +199,10 @@ class ImageTask(Task):
 
     # -- model ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        if self._model is None:
-            if self.label_names is None:
-                raise RuntimeError("load_data() must run before build_model()")
-            self._model, self._data_config = create_image_classifier(
-                self.task_args.model_name_or_path, self.label_names, self.task_args.pretrained,
-                self.task_args.zero_init_head)
-        return self._model
+        if self.label_names is None:
+            raise RuntimeError("load_data() must run before build_model()")
+        a = self.task_args
+        return create_image_classifier(a.model_name_or_path, self.label_names, a.pretrained, a.zero_init_head)
 
     def head_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
         return head_of(model).parameters()
@@ -258,12 +247,6 @@ class ImageTask(Task):
 
     def describe(self) -> list[str]:
         a = self.task_args
-        tricks = [f"mixup_alpha={a.mixup_alpha}" if a.mixup_alpha else "",
-                  f"cutmix_alpha={a.cutmix_alpha}" if a.cutmix_alpha else "",
-                  f"label_smoothing={self.args.label_smoothing_factor}" if self.args.label_smoothing_factor else "",
-                  "channels_last" if self.args.channels_last else "",
-                  f"freeze_epochs={self.args.freeze_epochs}" if self.args.freeze_epochs else "",
-                  f"layer_decay={self.args.layer_decay}" if self.args.layer_decay else ""]
-        return [f"model:                      {a.model_name_or_path} (pretrained={a.pretrained})",
-                f"dataset:                    {a.dataset_name}",
-                f"tricks:                     {', '.join(t for t in tricks if t) or 'none'}"]
+        return plan_lines({"model": f"{a.model_name_or_path} (pretrained={a.pretrained})", "dataset": a.dataset_name,
+                           "tricks": switched_on(f"mixup_alpha={a.mixup_alpha}" if a.mixup_alpha else "",
+                                                 f"cutmix_alpha={a.cutmix_alpha}" if a.cutmix_alpha else "")})

@@ -23,11 +23,11 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from fastft import reporting
+from fastft.batches import IGNORE_INDEX  # label padding that the loss skips, as in transformers
 from fastft.config import TrainingArguments
 from fastft.task_fields import Seq2SeqArguments
 from fastft.tasks.base import Task
 
-IGNORE_INDEX = -100  # label padding that the loss skips, as in transformers
 PREDICTIONS_FILE = "predictions.txt"
 
 
@@ -87,14 +87,15 @@ class Seq2SeqTask(Task):
         return self.task_args.eval_before_training
 
     # -- targets -------------------------------------------------------------------------
-    def set_decoder_start(self, model: nn.Module) -> None:
-        """Note whether the tokenizer starts every target with the decoder start token.
+    def set_decoder_start(self, decoder_start_token_id: int) -> None:
+        """Note whether the tokenizer starts every target with the decoder start token (the model's config says
+        which it is).
 
         BERT's [CLS] and Whisper's <|startoftranscript|> are both; shifting the labels
         right prepends that token again, so ``target_ids`` drops the tokenizer's copy.
         """
         first = self.tokenizer(text_target="a")["input_ids"][0]
-        self.labels_repeat_start = first == model.config.decoder_start_token_id
+        self.labels_repeat_start = first == decoder_start_token_id
 
     def target_ids(self, text: str) -> list[int]:
         """Label ids of a target: at most ``max_target_length``, ending with EOS, no repeated start token."""
@@ -111,13 +112,13 @@ class Seq2SeqTask(Task):
             batch["index"] = torch.tensor([e["index"] for e in examples])
         return batch
 
-    def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The encoder inputs of a batch (everything but labels and bookkeeping)."""
+    def model_inputs(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The encoder inputs of a batch (everything but labels and bookkeeping) for ``model``."""
         return {k: v for k, v in batch.items() if k not in ("labels", "index")}
 
     def _logits(self, model: nn.Module, batch: dict[str, torch.Tensor], inputs: Optional[dict[str, Any]] = None
                 ) -> torch.Tensor:
-        inputs = self.model_inputs(batch) if inputs is None else inputs
+        inputs = self.model_inputs(model, batch) if inputs is None else inputs
         return model(**inputs, decoder_input_ids=decoder_input_ids(model, batch["labels"])).logits
 
     def count_items(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -132,7 +133,7 @@ class Seq2SeqTask(Task):
 
     def evaluation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         labels = batch["labels"]
-        inputs = self.model_inputs(batch)  # once: with cached encoder outputs it stacks them for the batch
+        inputs = self.model_inputs(model, batch)  # once: with cached encoder outputs it stacks them for the batch
         # Unsmoothed per-token loss, summed per sample; the engine divides by loss_items.
         per_token = F.cross_entropy(self._logits(model, batch, inputs).float().transpose(1, 2), labels,
                                     ignore_index=IGNORE_INDEX, reduction="none")

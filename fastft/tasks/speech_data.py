@@ -14,22 +14,19 @@ import datasets
 import numpy as np
 import torch
 
-from fastft import speech_assets
-from fastft.assets import is_asset
 from fastft.audio import AUDIO_SUFFIXES, duration_s, load_audio
 from fastft.errors import UserError
-from fastft.data_files import check_same_columns, load_local, scan_data_file
-from fastft.tasks.common import describe_eval_split, find_column, named_split, with_eval_split
+from fastft.data_files import check_same_columns, file_builder, load_local, local_files, scan_data_file
+from fastft.offline import speech as speech_assets
+from fastft.offline.common import is_asset
+from fastft.tasks.common import (describe_eval_split, find_column, known_train_size, load_hub_dataset, named_split,
+                                 with_eval_split)
 
 AUDIO_COLUMNS = ("audio", "path", "file", "file_name", "filename", "audio_path", "audio_filepath")
 TEXT_COLUMNS = ("text", "sentence", "transcription", "transcript", "normalized_text", "raw_transcription")
 LABEL_COLUMNS = ("label", "labels", "class", "keyword", "command", "intent")
 SPLIT_FOLDERS = {"train": ("train", "training"), "validation": ("validation", "valid", "val", "dev"),
                  "test": ("test", "testing", "eval", "evaluation")}
-FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
-# Train-set sizes of Hub datasets in the recipes, so a dry run plans without downloading them.
-KNOWN_TRAIN_SIZES = {("google/speech_commands", "v0.02"): 84_848, ("speech_commands", "v0.02"): 84_848,
-                     ("mozilla-foundation/common_voice_11_0", "hi"): 4_361}
 
 
 class SpeechData:
@@ -41,18 +38,10 @@ class SpeechData:
 
     # -- where the data comes from -------------------------------------------------------
     def files(self) -> dict[str, Path]:
-        files = {}
-        for split, name in (("train", "train_file"), ("validation", "validation_file")):
-            path = getattr(self.a, name)
-            if path is None:
-                continue
-            if Path(path).is_dir():
-                raise UserError(f"{name} {path} is a folder; give a csv or json/jsonl file (for a folder of audio, "
-                                f"use dataset_name audiofolder with data_dir)")
-            if not Path(path).is_file():
-                raise UserError(f"{name} {path} does not exist; give a csv or json/jsonl file with an audio path "
-                                f"column and a text or label column")
-            files[split] = Path(path)
+        files = local_files(self.a, {"train": "train_file", "validation": "validation_file"},
+                            "give a csv or json/jsonl file (for a folder of audio, use dataset_name audiofolder with "
+                            "data_dir)",
+                            "give a csv or json/jsonl file with an audio path column and a text or label column")
         if files and "train" not in files:
             raise UserError("train_file is required with local files (validation_file is for evaluation)")
         return files
@@ -64,17 +53,16 @@ class SpeechData:
                 raise UserError("dataset_name is required: a Hub name, audiofolder (with data_dir), a fastft: "
                                 f"asset ({', '.join(speech_assets.DATASET_ASSETS)}), or set train_file")
             return self.a.dataset_name
-        builders = {FILE_BUILDERS.get(p.suffix.lower()) for p in files.values()}
-        builder = self.a.dataset_name or (builders.pop() if len(builders) == 1 else None)
-        if builder not in ("json", "csv"):
+        builder = file_builder(self.a.dataset_name, files)
+        if builder is None:
             raise UserError(f"train_file/validation_file must end in .csv, .json or .jsonl (or set dataset_name csv "
                             f"or json); got {', '.join(map(str, files.values()))}")
         return builder
 
     def known_train_size(self) -> Optional[int]:
         """Train-set size of a well-known Hub dataset (cut to max_train_samples), so a dry run needs no download."""
-        known = None if self.files() else KNOWN_TRAIN_SIZES.get((self.a.dataset_name, self.a.dataset_config_name))
-        return None if known is None else min(known, self.max_train or known)
+        return None if self.files() else known_train_size(self.a.dataset_name, self.a.dataset_config_name,
+                                                           self.max_train)
 
     def describe(self) -> str:
         """The data, for the dry-run plan: the local files, or the dataset's name and configuration."""
@@ -97,13 +85,8 @@ class SpeechData:
                 raise UserError(f"dataset_name audiofolder needs data_dir, a folder with train/ and test/ (class "
                                 f"folders, or audio with a metadata.csv); got {a.data_dir!r}")
             return load_audiofolder(Path(a.data_dir))
-        try:
-            return datasets.load_dataset(name, a.dataset_config_name, data_dir=a.data_dir)
-        except (FileNotFoundError, ConnectionError, OSError, ValueError,
-                datasets.exceptions.DatasetGenerationError) as err:
-            raise UserError(f"could not load dataset_name {name!r} ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0][:200] if str(err) else ''}); use a Hub dataset (online), "
-                            f"audiofolder with data_dir, csv/json files, or a fastft: asset") from None
+        return load_hub_dataset(name, a.dataset_config_name, a.data_dir, "a Hub dataset (online), audiofolder with "
+                                "data_dir, csv/json files, or a fastft: asset")
 
     # -- splits ------------------------------------------------------------------------------
     def splits(self, target_field: str, target_candidates: tuple,

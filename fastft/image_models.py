@@ -1,41 +1,36 @@
 """Image classifiers from timm (names, Hub ids, folders, fastft assets) or transformers.
 
 Both families come back behind one interface: ``model(pixel_values) -> logits``,
-their preprocessing as a timm data config, their head, and a ``save`` that writes
+their preprocessing as a timm data config (read from the checkpoint's files, so data
+can be prepared before any model is built), their head, and a ``save`` that writes
 the layout their own library reloads.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import timm
 import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from fastft import assets
+from fastft import reporting
 from fastft.errors import UserError
+from fastft.offline import image as image_assets
 
 
 def _read_config(path: Path) -> dict[str, Any]:
     file = path / "config.json"
-    if not file.is_file():
-        return {}
-    try:
-        config = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{file} is not valid JSON ({err}); re-save the model or fix the file") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{file} must hold a JSON object, got {type(config).__name__}")
-    return config
+    return reporting.read_json_object(file, "re-save the model or fix the file") if file.is_file() else {}
 
 
 def model_family(name: str) -> str:
     """'timm' or 'transformers' for a model_name_or_path, without loading weights."""
-    if assets.is_asset(name) or name.startswith(("hf-hub:", "timm/")):
+    if image_assets.is_asset(name) or name.startswith(("hf-hub:", "timm/")):
         return "timm"
     path = Path(name).expanduser()
     if path.is_dir():
@@ -66,12 +61,12 @@ def model_family(name: str) -> str:
     close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=1, cutoff=0.8)
     hint = f"; did you mean timm's {close[0]!r}?" if close else ""
     raise UserError(f"model_name_or_path {name!r} is neither a local folder, a fastft: asset "
-                    f"({', '.join(assets.MODEL_ASSETS)}), a timm model name nor a Hub id (org/name){hint}")
+                    f"({', '.join(image_assets.MODEL_ASSETS)}), a timm model name nor a Hub id (org/name){hint}")
 
 
 def _timm_source(name: str) -> str:
-    if assets.is_asset(name):
-        return f"local-dir:{assets.model_asset(name)}"
+    if image_assets.is_asset(name):
+        return f"local-dir:{image_assets.model_asset(name)}"
     if Path(name).expanduser().is_dir():
         return f"local-dir:{Path(name).expanduser().resolve()}"
     if name.count("/") == 1 and not name.startswith("hf-hub:"):
@@ -95,25 +90,10 @@ def _zero_(module: nn.Module) -> None:
         nn.init.zeros_(param)
 
 
-def create_image_classifier(name: str, label_names: list[str], pretrained: bool,
-                            zero_init_head: bool = True) -> tuple[nn.Module, dict[str, Any]]:
-    """The model (``model(x) -> logits``) and its preprocessing as a timm data config.
-
-    The checkpoint's head is kept when it has as many classes as the data, else a
-    new one is made; on pretrained features it starts at zero (BiT, Kolesnikov et
-    al. 2020), since a random head gives a first loss far above log(num_classes).
-    """
-    family = model_family(name)
+@contextlib.contextmanager
+def _loading(name: str) -> Iterator[None]:
     try:
-        if family == "timm":
-            from timm.data import resolve_model_data_config
-
-            model = timm.create_model(_timm_source(name), pretrained=pretrained, num_classes=len(label_names))
-            fresh = model.pretrained_cfg.get("num_classes") != len(label_names)
-            if pretrained and zero_init_head and fresh:
-                _zero_(model.get_classifier())
-            return model, resolve_model_data_config(model)
-        return _create_transformers(name, label_names, pretrained, zero_init_head)
+        yield
     except SafetensorError as err:
         raise UserError(f"the weights of model_name_or_path {name} are damaged or truncated ({err}); save or "
                         f"download them again") from None
@@ -124,8 +104,51 @@ def create_image_classifier(name: str, label_names: list[str], pretrained: bool,
                         f"local folder or a fastft: asset") from None
 
 
-def _create_transformers(name: str, label_names: list[str], pretrained: bool,
-                         zero_init_head: bool) -> tuple[nn.Module, dict[str, Any]]:
+def image_data_config(name: str) -> dict[str, Any]:
+    """The checkpoint's preprocessing as a timm data config (input_size, mean, std, interpolation, crop_pct,
+    crop_mode), from its config files alone: no weights are read, no model is built."""
+    family = model_family(name)
+    with _loading(name):
+        if family == "timm":
+            from timm.data import resolve_data_config
+            from timm.models import resolve_model_input_args
+
+            # The pretrained_cfg create_model would attach to the model, which resolve_model_data_config reads.
+            return resolve_data_config(pretrained_cfg=resolve_model_input_args(_timm_source(name))["pretrained_cfg"])
+        from transformers import AutoImageProcessor
+
+        return _processor_data_config(AutoImageProcessor.from_pretrained(name))
+
+
+def create_image_classifier(name: str, label_names: list[str], pretrained: bool,
+                            zero_init_head: bool = True) -> nn.Module:
+    """The model: ``model(x) -> logits``.
+
+    The checkpoint's head is kept when it has as many classes as the data, else a
+    new one is made; on pretrained features it starts at zero (BiT, Kolesnikov et
+    al. 2020), since a random head gives a first loss far above log(num_classes).
+    """
+    family = model_family(name)
+    with _loading(name):
+        if family == "timm":
+            model = timm.create_model(_timm_source(name), pretrained=pretrained, num_classes=len(label_names))
+            fresh = model.pretrained_cfg.get("num_classes") != len(label_names)
+            if pretrained and zero_init_head and fresh:
+                _zero_(model.get_classifier())
+            return model
+        return _create_transformers(name, label_names, pretrained, zero_init_head)
+
+
+def _processor_data_config(processor: Any) -> dict[str, Any]:
+    """A transformers image processor's resize and normalisation as a timm data config."""
+    size = processor.size  # a dict or a SizeDict, by transformers version
+    get = size.get if isinstance(size, dict) else (lambda key: getattr(size, key, None))
+    side = get("height") or get("shortest_edge")
+    return {"input_size": (3, side, side), "mean": tuple(processor.image_mean), "std": tuple(processor.image_std),
+            "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center"}
+
+
+def _create_transformers(name: str, label_names: list[str], pretrained: bool, zero_init_head: bool) -> nn.Module:
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
     labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
@@ -140,16 +163,9 @@ def _create_transformers(name: str, label_names: list[str], pretrained: bool,
     else:
         model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(name, **labels),
                                                             dtype=torch.float32)
-    processor = AutoImageProcessor.from_pretrained(name)
-    size = processor.size  # a dict or a SizeDict, by transformers version
-    get = size.get if isinstance(size, dict) else (lambda key: getattr(size, key, None))
-    side = get("height") or get("shortest_edge")
-    data_config = {"input_size": (3, side, side), "mean": tuple(processor.image_mean),
-                   "std": tuple(processor.image_std), "interpolation": "bicubic", "crop_pct": 1.0,
-                   "crop_mode": "center"}
     wrapped = _Logits(model)
-    wrapped.processor = processor
-    return wrapped, data_config
+    wrapped.processor = AutoImageProcessor.from_pretrained(name)  # saved with the model
+    return wrapped
 
 
 def head_of(model: nn.Module) -> nn.Module:
