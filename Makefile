@@ -7,7 +7,7 @@ setup:
 quickstart: setup
 	.venv/bin/accelerate launch scripts/train_image.py --config recipes/image/quickstart.yaml --overwrite_output_dir true
 
-# The other tasks' offline quickstarts (README: Translation, Speech).
+# The other tasks' offline quickstarts (docs/translation.md, docs/speech.md).
 quickstart-translation: setup
 	.venv/bin/accelerate launch scripts/train_translation.py --config recipes/translation/quickstart.yaml --overwrite_output_dir true
 
@@ -17,8 +17,9 @@ quickstart-speech: setup
 quickstart-keywords: setup
 	.venv/bin/accelerate launch scripts/train_speech.py --config recipes/speech/keywords_quickstart.yaml --overwrite_output_dir true
 
+# Every test, the slow end-to-end runs included (CI: .ci/run), then the 15 slowest.
 test: setup
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest --durations=15
 
 test-fast: setup
-	.venv/bin/python -m pytest -m "not slow"
+	.venv/bin/python -m pytest -m "not slow" --durations=15

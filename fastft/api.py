@@ -11,15 +11,16 @@ from typing import Any, Optional
 
 def _args(task: str, config: Optional[str], fields: dict[str, Any]) -> tuple[Any, Any]:
     from fastft.cli import task_fields
-    from fastft.config import ALIASES, TrainingArguments, _all_fields, _unknown, build_args, coerce, load_recipe, \
-        map_aliases, resolve_recipe
+    from fastft.arguments import ALIASES, all_fields, build_args, load_recipe, map_aliases, resolve_recipe, \
+        unknown_field
+    from fastft.config import TrainingArguments, coerce
 
     classes = [task_fields(task), TrainingArguments]
-    known = _all_fields(classes)
+    known = all_fields(classes)
     where = "the keyword arguments"
     for key in fields:
         if key not in known and key not in ALIASES:
-            raise _unknown(key, where, list(known))
+            raise unknown_field(key, where, list(known))
     overrides = {k: coerce(k, v, known[k].type, where) for k, v in fields.items() if k in known}
     overrides.update(map_aliases({k: v for k, v in fields.items() if k in ALIASES}, overrides, where))
     recipe = resolve_recipe(config, task) if config else None

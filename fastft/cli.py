@@ -65,7 +65,8 @@ def train_task(task: str, argv: Optional[Sequence[str]] = None, prog: Optional[s
     """``fastft train TASK ...`` and ``scripts/train_TASK.py ...``: parse, then (and only then) import torch."""
 
     def run() -> Optional[dict]:
-        from fastft.config import TrainingArguments, parse_args
+        from fastft.arguments import parse_args
+        from fastft.config import TrainingArguments
 
         task_args, args = parse_args([task_fields(task), TrainingArguments], argv, prog=prog or f"fastft train {task}",
                                      task=task)
@@ -95,7 +96,7 @@ def _raise(message: str) -> None:
 
 def _recipes(argv: list[str]) -> list[str]:
     """One line per shipped recipe: its --config name and the first sentence of its header comment."""
-    from fastft.config import RECIPES, shipped_recipes
+    from fastft.arguments import RECIPES, shipped_recipes
 
     task = argv[0] if argv else None
     if task is not None and task not in TASKS:

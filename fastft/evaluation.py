@@ -28,7 +28,8 @@ def task_of_recipe(recipe: Path) -> str:
     import yaml
 
     from fastft.cli import TASKS, task_fields
-    from fastft.config import ALIASES, RECIPES, TrainingArguments
+    from fastft.arguments import ALIASES, RECIPES
+    from fastft.config import TrainingArguments
 
     if recipe.resolve().parent.parent == RECIPES.resolve() and recipe.resolve().parent.name in TASKS:
         return recipe.resolve().parent.name
@@ -70,7 +71,8 @@ def _config_flag(argv: list[str]) -> Optional[str]:
 def parse(argv: Sequence[str]) -> tuple[str, str, Any, Any, Path]:
     """(task, MODEL, task fields, training fields, where eval_metrics.json goes) of an eval command line."""
     from fastft.cli import task_fields
-    from fastft.config import TrainingArguments, parse_args, resolve_recipe
+    from fastft.arguments import parse_args, resolve_recipe
+    from fastft.config import TrainingArguments
 
     argv = list(argv)
     if argv and argv[0] in ("-h", "--help"):

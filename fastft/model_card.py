@@ -10,40 +10,13 @@ from __future__ import annotations
 import importlib.metadata
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import yaml
 
 from fastft import reporting
 from fastft.metrics import higher_is_better
-
-# (is it on in this recipe?, what it is, paper)
-TRICKS: list[tuple[Callable[[dict], bool], str, str]] = [
-    (lambda r: bool(r.get("reference_batch_size")) and r.get("lr_scaling") != "none",
-     "LR scaled with the global batch, gradual warmup", "[Goyal et al. 2017](https://arxiv.org/abs/1706.02677)"),
-    (lambda r: r.get("lr_scheduler_type") == "one_cycle", "one-cycle LR with inverse momentum",
-     "[Smith & Topin 2018](https://arxiv.org/abs/1708.07120)"),
-    (lambda r: r.get("lr_scheduler_type") == "cyclic", "cyclical LR",
-     "[Smith 2017](https://arxiv.org/abs/1506.01186)"),
-    (lambda r: r.get("lr_scheduler_type") == "inverse_sqrt", "inverse square-root LR with warmup",
-     "[Vaswani et al. 2017](https://arxiv.org/abs/1706.03762)"),
-    (lambda r: (r.get("mixup_alpha") or 0) > 0, "mixup", "[Zhang et al. 2018](https://arxiv.org/abs/1710.09412)"),
-    (lambda r: (r.get("cutmix_alpha") or 0) > 0, "CutMix", "[Yun et al. 2019](https://arxiv.org/abs/1905.04899)"),
-    (lambda r: (r.get("label_smoothing_factor") or 0) > 0, "label smoothing",
-     "[Szegedy et al. 2016](https://arxiv.org/abs/1512.00567)"),
-    (lambda r: bool(r.get("zero_init_head")) and bool(r.get("pretrained", True)), "zero-initialised new head",
-     "[Kolesnikov et al. 2020](https://arxiv.org/abs/1912.11370)"),
-    (lambda r: (r.get("freeze_epochs") or 0) > 0, "head-only epochs before unfreezing",
-     "[Howard & Ruder 2018](https://arxiv.org/abs/1801.06146)"),
-    (lambda r: r.get("layer_decay") is not None, "layer-wise LR decay",
-     "[Clark et al. 2020](https://arxiv.org/abs/2003.10555)"),
-    (lambda r: bool(r.get("model_ema")), "exponential moving average of the weights (the model saved here)",
-     "[Polyak & Juditsky 1992](https://doi.org/10.1137/0330046)"),
-    (lambda r: bool(r.get("channels_last")), "channels_last memory format", ""),
-    (lambda r: r.get("mixed_precision") in ("fp16", "bf16"), "mixed precision",
-     "[Micikevicius et al. 2018](https://arxiv.org/abs/1710.03740)"),
-]
-
+from fastft.tricks import tricks_on
 
 # (name on the card, distribution) as HF's Trainer lists them, plus the libraries fastft trains with
 FRAMEWORKS = [("fastft", "fastft"), ("Transformers", "transformers"), ("Pytorch", "torch"), ("Datasets", "datasets"),
@@ -210,7 +183,7 @@ def build_card(output_dir: Path, info: dict[str, Any], repo_id: str | None = Non
             metric_type=info["metric_type"], metric_name=info["metric_name"], metric_value=value,
             dataset_split=split)],
     )
-    used = [f"- {what}" + (f": {paper}" if paper else "") for on, what, paper in TRICKS if on(recipe)]
+    used = [f"- {t.name}" + (f": {t.paper}" if t.paper else "") for t in tricks_on(recipe)]
     results = "\n".join(f"| {k} | {round(v, 4) if isinstance(v, float) else v} |"
                         for k, v in metrics.items() if v is not None)
     ttt = metrics.get("time_to_target_s")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from fastft import reporting
 from fastft.audio import AUDIO_SUFFIXES
-from fastft.config import OneLineParser, unknown_flag
+from fastft.arguments import OneLineParser, unknown_flag
 from fastft.errors import UserError, exit_on_user_error
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",

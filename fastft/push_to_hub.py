@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import yaml
 
 from fastft import reporting
-from fastft.config import OneLineParser, unknown_flag
+from fastft.arguments import OneLineParser, unknown_flag
 from fastft.errors import UserError, exit_on_user_error
 
 # Resumable training state and scratch files are not part of the published model.

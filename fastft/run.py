@@ -13,7 +13,8 @@ from typing import Any, Callable, Optional, Sequence
 from accelerate.utils import find_executable_batch_size
 
 from fastft import output_folder, reporting
-from fastft.config import TrainingArguments, check_training_args, parse_args
+from fastft.arguments import parse_args
+from fastft.config import TrainingArguments, check_training_args, to_dict
 from fastft.engine import Trainer
 from fastft.errors import exit_on_user_error
 from fastft.launch import launch_state
@@ -22,6 +23,7 @@ from fastft.metrics import check_metric_names
 from fastft.optim import check_optimizer_name
 from fastft.plan import make_plan
 from fastft.tasks.base import Task
+from fastft.tricks import plan_line
 
 
 def main(task_cls: Callable[[Any, TrainingArguments], Task], task_args_cls: type,
@@ -57,20 +59,10 @@ def dry_run(task: Task, args: TrainingArguments) -> str:
     plan = make_plan(args, task.num_train_samples(), world, task.drop_last)
     precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     lines = [plan.describe(), f"mixed precision:            {precision or 'no'}",
-             f"engine tricks:              {engine_tricks(args)}"] + task.describe()
+             f"tricks:                     {plan_line(to_dict(task.task_args, args))}"] + task.describe()
     if (out / reporting.FINAL).exists() and not args.overwrite_output_dir:
         lines.append(f"note: output_dir {out} holds a finished run; training it needs --overwrite_output_dir true")
     return "\n".join(lines)
-
-
-def engine_tricks(args: TrainingArguments) -> str:
-    """The tricks the engine applies for every task that this recipe turns on (the task adds its own)."""
-    on = [f"label_smoothing={args.label_smoothing_factor:g}" if args.label_smoothing_factor else "",
-          "channels_last" if args.channels_last else "",
-          f"freeze_epochs={args.freeze_epochs}" if args.freeze_epochs else "",
-          f"layer_decay={args.layer_decay:g}" if args.layer_decay is not None else "",
-          f"head_lr_scale={args.head_lr_scale:g}" if args.head_lr_scale != 1.0 else ""]
-    return ", ".join(t for t in on if t) or "none"
 
 
 def train(task: Task, args: TrainingArguments) -> dict[str, Any]:

@@ -27,7 +27,8 @@ _SCRIPT, _BAD_RECIPE = _start_script_with_bad_recipe()
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from fastft.config import TrainingArguments, coerce, load_recipe, parse_args, to_dict  # noqa: E402
+from fastft.arguments import load_recipe, parse_args  # noqa: E402
+from fastft.config import TrainingArguments, coerce, to_dict  # noqa: E402
 from fastft.errors import UserError  # noqa: E402
 from fastft.tasks.image import ImageArguments  # noqa: E402
 

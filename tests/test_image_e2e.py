@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import REPO, copy_without_weights, image_argv
+from conftest import LAUNCH_ONE, REPO, copy_without_weights, image_argv
 from safetensors.torch import load_file
 
 from fastft.run import main
@@ -209,8 +209,7 @@ def test_every_image_recipe_dry_runs(recipe, capsys):
 @pytest.mark.slow
 def test_accelerate_launch_runs_the_script(tmp_path, tiny_images, tiny_model):
     out = tmp_path / "launched"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "scripts/train_image.py"),
+    cmd = [*LAUNCH_ONE, str(REPO / "scripts/train_image.py"),
            *image_argv(out, tiny_images, tiny_model, "--max_steps", "2")]
     subprocess.run(cmd, check=True, cwd=tmp_path, timeout=300)
     assert json.loads((out / "metrics.json").read_text())["num_processes"] == 1

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import image_argv
+from conftest import REPO, image_argv
 
 from fastft import reporting
 from fastft.lr_find import lr_find_figure, suggestions, summary_line
 from fastft.model_card import hyperparameters, results_table
 from fastft.plots import ONE_EVALUATION, curve_figures, loss_text, target_line, write_plots
+from fastft.tricks import TRICKS, plan_line, tricks_on
 from fastft.schedules import Schedule
 from fastft.tasks.common import describe_eval_split
 
@@ -231,3 +232,18 @@ def test_license_comes_from_the_base_checkpoint_card_or_is_left_out(tmp_path):
     (tmp_path / "README.md").write_text("# a card without metadata\n")
     assert base_license(str(tmp_path)) is None
     assert base_license("org/some-hub-model") is None and base_license(None) is None
+
+
+# -- the tricks: one table for the card, the plan and the README ----------------------------------------
+def test_the_readme_names_the_field_of_every_trick_the_card_and_plan_know():
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## The tricks"):readme.index("## Recipes")]
+    missing = [t.name for t in TRICKS if f"`{t.fields[0]}" not in table]
+    assert not missing, f"README's tricks table lacks {missing}"
+
+
+def test_a_trick_is_on_only_when_its_field_turns_it_on():
+    assert tricks_on({}) == [] and plan_line({"head_lr_scale": 1.0, "pretrained": True}) == "none"
+    recipe = {"label_smoothing_factor": 0.1, "zero_init_head": True, "pretrained": False, "layer_decay": 0.65}
+    assert [t.name for t in tricks_on(recipe)] == ["label smoothing", "layer-wise LR decay"]  # no new head from scratch
+    assert plan_line(recipe) == "label smoothing (label_smoothing_factor=0.1); layer-wise LR decay (layer_decay=0.65)"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from fastft.assets import FASHION_MNIST_DIR
+from fastft.offline.image import FASHION_MNIST_DIR
 
 
 @pytest.mark.slow

@@ -115,7 +115,7 @@ def test_text_normalisation_changes_what_counts_as_an_error():
 
 
 def _asr_task(tiny_whisper, spoken_words, tmp_path, smoothing: float, *extra: str, train_set: bool = False):
-    from fastft.config import parse_args
+    from fastft.arguments import parse_args
 
     task_args, args = parse_args([SpeechArguments, TrainingArguments],
                                  asr_argv(tmp_path, spoken_words, tiny_whisper, "--label_smoothing_factor",

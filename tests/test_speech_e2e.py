@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import LAUNCH_ONE, REPO
 from safetensors.torch import load_file
 from speech_fixtures import (asr_argv, classification_argv, spoken_words, tiny_wav2vec2,  # noqa: F401
                              tiny_whisper, tiny_whisper_classifier)
@@ -178,8 +178,7 @@ def test_every_speech_recipe_dry_runs(recipe, capsys, monkeypatch):
 @pytest.mark.slow
 def test_accelerate_launch_runs_the_speech_script(tmp_path, spoken_words, tiny_whisper_classifier):
     out = tmp_path / "launched"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "scripts/train_speech.py"),
+    cmd = [*LAUNCH_ONE, str(REPO / "scripts/train_speech.py"),
            *classification_argv(out, spoken_words, tiny_whisper_classifier, "--max_steps", "2")]
     subprocess.run(cmd, check=True, cwd=tmp_path, timeout=300)
     assert json.loads((out / "metrics.json").read_text())["total_steps"] == 2

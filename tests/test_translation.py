@@ -318,7 +318,7 @@ def test_frozen_embeddings_stay_put_while_the_rest_trains(tmp_path, toy_data, ti
                       "true", "--head_lr_scale", "10")[2:]]
     run([*argv, "--dry_run"])
     plan = capsys.readouterr().out
-    assert "engine tricks:              head_lr_scale=10" in plan and "tricks:                     freeze_embeddings" in plan
+    assert "frozen embeddings (freeze_embeddings=True); a higher LR for new weights (head_lr_scale=10.0)" in plan
     run(argv)
     saved, start = load_file(out / "model.safetensors"), load_file(tiny_bert / "model.safetensors")
     emb = "embeddings.word_embeddings.weight"

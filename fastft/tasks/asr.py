@@ -18,7 +18,7 @@ from fastft.config import TrainingArguments
 from fastft.errors import UserError
 from fastft.metrics import load_metric
 from fastft.task_fields import AsrArguments
-from fastft.tasks.common import plan_lines, switched_on
+from fastft.tasks.common import plan_lines
 from fastft.tasks.seq2seq import Seq2SeqTask
 from fastft.tasks.speech_data import TEXT_COLUMNS, Clips, SpeechData
 
@@ -269,8 +269,5 @@ class AsrTask(Seq2SeqTask):
             "evaluation": f"generate (num_beams={a.num_beams}, max_new_tokens={a.max_new_tokens or a.max_target_length}"
                           f"); WER, CER after {a.text_normalization} normalisation"
                           + ("; also before training" if a.eval_before_training else ""),
-            "tricks": switched_on("freeze_encoder" if a.freeze_encoder else "",
-                                  f"cache_encoder_outputs ({self._cache_mb_per_clip():.1f} MB of memory a clip)"
-                                  if a.cache_encoder_outputs else "",
-                                  "freeze_feature_encoder" if a.freeze_feature_encoder else "",
-                                  f"whisper_window_s={a.whisper_window_s}" if a.whisper_window_s else "")})
+            **({"encoder output cache": f"{self._cache_mb_per_clip():.1f} MB of memory a clip"}
+               if a.cache_encoder_outputs else {})})

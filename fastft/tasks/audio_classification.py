@@ -20,7 +20,7 @@ from fastft.metrics import load_metric
 from fastft.regularization import MixupCutmix, classification_loss
 from fastft.task_fields import AudioClassificationArguments
 from fastft.tasks.base import Task
-from fastft.tasks.common import accuracy, classification_outputs, plan_lines, switched_on
+from fastft.tasks.common import accuracy, classification_outputs, plan_lines
 from fastft.tasks.speech_data import LABEL_COLUMNS, Clips, SpeechData
 
 
@@ -167,8 +167,4 @@ class AudioClassificationTask(Task):
             "task": "audio_classification",
             "model": a.model_name_or_path,
             "dataset": self.data.describe(),
-            "clips": f"{a.min_duration_s:g} s to {longest}",
-            "tricks": switched_on(f"mixup_alpha={a.mixup_alpha}" if a.mixup_alpha else "",
-                                  "freeze_encoder" if a.freeze_encoder else "",
-                                  "freeze_feature_encoder" if a.freeze_feature_encoder else "",
-                                  f"whisper_window_s={a.whisper_window_s}" if a.whisper_window_s else "")})
+            "clips": f"{a.min_duration_s:g} s to {longest}"})

@@ -108,11 +108,6 @@ def plan_lines(rows: dict[str, str]) -> list[str]:
     return [f"{label + ':':<28}{value}" for label, value in rows.items()]
 
 
-def switched_on(*settings: str) -> str:
-    """The task's own tricks that are on (empty strings are off), for the plan."""
-    return ", ".join(s for s in settings if s) or "none"
-
-
 def classification_outputs(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """What a classifier's evaluation step returns for the engine to gather: per-sample loss and predictions."""
     logits = logits.float()

@@ -20,7 +20,7 @@ from fastft.regularization import MixupCutmix, classification_loss
 from fastft.task_fields import ImageArguments
 from fastft.tasks.base import Task
 from fastft.tasks.common import (accuracy, classification_outputs, describe_eval_split, find_column,
-                                 known_train_size, load_hub_dataset, named_split, plan_lines, switched_on,
+                                 known_train_size, load_hub_dataset, named_split, plan_lines,
                                  with_eval_split)
 
 IMAGE_COLUMNS = ("image", "img", "pixel_values", "jpg", "png")
@@ -247,6 +247,4 @@ class ImageTask(Task):
 
     def describe(self) -> list[str]:
         a = self.task_args
-        return plan_lines({"model": f"{a.model_name_or_path} (pretrained={a.pretrained})", "dataset": a.dataset_name,
-                           "tricks": switched_on(f"mixup_alpha={a.mixup_alpha}" if a.mixup_alpha else "",
-                                                 f"cutmix_alpha={a.cutmix_alpha}" if a.cutmix_alpha else "")})
+        return plan_lines({"model": f"{a.model_name_or_path} (pretrained={a.pretrained})", "dataset": a.dataset_name})

@@ -21,7 +21,7 @@ from fastft.errors import UserError
 from fastft.metrics import load_metric
 from fastft.offline import text as text_assets
 from fastft.tasks.common import (describe_eval_split, eval_split_name, known_train_size, load_hub_dataset,
-                                 named_split, plan_lines, switched_on, with_eval_split)
+                                 named_split, plan_lines, with_eval_split)
 from fastft.task_fields import TranslationArguments
 from fastft.tasks.seq2seq import Seq2SeqTask
 from fastft.text_models import Seq2SeqTokens, check_names, load_seq2seq, load_tokens
@@ -309,5 +309,4 @@ class TranslationTask(Seq2SeqTask):
             "max lengths (tokens)": f"source {a.max_source_length}, target {a.max_target_length}",
             "evaluation": f"generate (num_beams={a.num_beams}, max_new_tokens={a.max_new_tokens or a.max_target_length}"
                           f"); sacreBLEU, chrF" + (" lowercased" if a.eval_lowercase else "")
-                          + ("; also before training" if a.eval_before_training else ""),
-            "tricks": switched_on("freeze_embeddings" if a.freeze_embeddings else "")})
+                          + ("; also before training" if a.eval_before_training else "")})

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from fastft.config import TrainingArguments, parse_args
+from fastft.arguments import parse_args
+from fastft.config import TrainingArguments
 from fastft.engine import Trainer
 from fastft.tasks.image import ImageArguments, ImageTask
 

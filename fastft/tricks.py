@@ -1,0 +1,67 @@
+"""The tricks a recipe can turn on, in one table: the model card lists those a run used, the dry-run plan
+those it would use (with the fields' values), and a test holds the README's table to it."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Trick:
+    name: str
+    fields: tuple[str, ...]  # the recipe fields that turn it on or tune it, as the README's table names them
+    on: Callable[[dict[str, Any]], bool]  # is it on in this recipe (a flat mapping of field -> value)?
+    paper: str = ""  # a Markdown link, for the card
+
+
+def _positive(name: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda r: (r.get(name) or 0) > 0
+
+
+TRICKS: list[Trick] = [
+    Trick("LR scaled with the global batch, gradual warmup", ("reference_batch_size", "lr_scaling"),
+          lambda r: bool(r.get("reference_batch_size")) and r.get("lr_scaling") != "none",
+          "[Goyal et al. 2017](https://arxiv.org/abs/1706.02677)"),
+    Trick("one-cycle LR with inverse momentum", ("lr_scheduler_type",), lambda r: r.get("lr_scheduler_type") == "one_cycle",
+          "[Smith & Topin 2018](https://arxiv.org/abs/1708.07120)"),
+    Trick("cyclical LR", ("lr_scheduler_type", "cyclic_mode"), lambda r: r.get("lr_scheduler_type") == "cyclic",
+          "[Smith 2017](https://arxiv.org/abs/1506.01186)"),
+    Trick("inverse square-root LR with warmup", ("lr_scheduler_type",),
+          lambda r: r.get("lr_scheduler_type") == "inverse_sqrt", "[Vaswani et al. 2017](https://arxiv.org/abs/1706.03762)"),
+    Trick("mixup", ("mixup_alpha",), _positive("mixup_alpha"), "[Zhang et al. 2018](https://arxiv.org/abs/1710.09412)"),
+    Trick("CutMix", ("cutmix_alpha",), _positive("cutmix_alpha"), "[Yun et al. 2019](https://arxiv.org/abs/1905.04899)"),
+    Trick("label smoothing", ("label_smoothing_factor",), _positive("label_smoothing_factor"),
+          "[Szegedy et al. 2016](https://arxiv.org/abs/1512.00567)"),
+    Trick("zero-initialised new head", ("zero_init_head",),
+          lambda r: bool(r.get("zero_init_head")) and bool(r.get("pretrained", True)),
+          "[Kolesnikov et al. 2020](https://arxiv.org/abs/1912.11370)"),
+    Trick("head-only epochs before unfreezing", ("freeze_epochs",), _positive("freeze_epochs"),
+          "[Howard & Ruder 2018](https://arxiv.org/abs/1801.06146)"),
+    Trick("frozen embeddings", ("freeze_embeddings",), lambda r: bool(r.get("freeze_embeddings"))),
+    Trick("frozen encoder", ("freeze_encoder",), lambda r: bool(r.get("freeze_encoder"))),
+    Trick("frozen feature encoder", ("freeze_feature_encoder",), lambda r: bool(r.get("freeze_feature_encoder"))),
+    Trick("a higher LR for new weights", ("head_lr_scale",), lambda r: r.get("head_lr_scale", 1.0) not in (None, 1.0)),
+    Trick("layer-wise LR decay", ("layer_decay",), lambda r: r.get("layer_decay") is not None,
+          "[Clark et al. 2020](https://arxiv.org/abs/2003.10555)"),
+    Trick("exponential moving average of the weights, evaluated and saved", ("model_ema", "model_ema_decay"),
+          lambda r: bool(r.get("model_ema")), "[Polyak & Juditsky 1992](https://doi.org/10.1137/0330046)"),
+    Trick("channels_last memory format", ("channels_last",), lambda r: bool(r.get("channels_last"))),
+    Trick("mixed precision", ("mixed_precision",), lambda r: r.get("mixed_precision") in ("fp16", "bf16"),
+          "[Micikevicius et al. 2018](https://arxiv.org/abs/1710.03740)"),
+    Trick("a shorter Whisper input window", ("whisper_window_s",), lambda r: bool(r.get("whisper_window_s"))),
+    Trick("encoder outputs computed once", ("cache_encoder_outputs",), lambda r: bool(r.get("cache_encoder_outputs"))),
+]
+
+
+def tricks_on(recipe: dict[str, Any]) -> list[Trick]:
+    """The tricks this recipe turns on, in the table's order."""
+    return [t for t in TRICKS if t.on(recipe)]
+
+
+def plan_line(recipe: dict[str, Any]) -> str:
+    """The dry-run plan's ``tricks:`` value: each trick on, with the values of its fields that are set."""
+    parts = []
+    for trick in tricks_on(recipe):
+        values = ", ".join(f"{f}={recipe[f]}" for f in trick.fields if recipe.get(f) not in (None, False))
+        parts.append(f"{trick.name} ({values})" if values else trick.name)
+    return "; ".join(parts) or "none"
