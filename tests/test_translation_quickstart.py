@@ -42,7 +42,7 @@ def test_translation_quickstart_recipe_gains_bleu_on_the_test_split_and_reloads(
     # Calibrated at this size. Measured (recipe seed 42, 2 threads): BLEU 0.00 -> 1.10, chrF 13.3 -> 15.1,
     # eval loss 10.97 -> 4.63, train loss 8.38 (step 25) -> 5.56. The benchmark's 5 seeds of the recipe ended
     # at BLEU 1.87-3.37; without the recipe's tricks the same 200 steps end at BLEU 0.32-0.58 (eval loss 5.22
-    # median) and from scratch at 0.04 (6.48): benchmarks/RESULTS.md, translation sessions 5 and 7. So the
+    # median) and from scratch at 0.04 (6.48): benchmarks/RESULTS.md, Translation. So the
     # bounds fail a run that learns no better than the baseline, with a margin for thread counts and CPUs.
     assert before["eval_bleu"] < 0.5 and after["eval_bleu"] >= 0.7
     assert before["eval_loss"] > 10 and after["eval_loss"] <= 5.0
