@@ -1,4 +1,4 @@
-"""The offline translation quickstart's recipe, run as a user runs it, at a reduced size (slow: about 5 minutes).
+"""The offline translation quickstart's recipe, run as a user runs it, at a reduced size (slow: about 6 minutes).
 
 BERT2BERT warm-started from the pretrained all-MiniLM-L6-v2 (PyPI) learns German->English from the
 gettext catalogs on the machine. The test keeps recipes/translation/quickstart.yaml and cuts it to
