@@ -18,6 +18,18 @@ LAUNCH_ONE = [sys.executable, "-m", "accelerate.commands.launch", "--num_process
               "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
+def saved_predictions(out: Path, final: dict, metric: str, samples: int, *files: str) -> list[list[str]]:
+    """What a finished seq2seq run leaves: the model with its tokenizer, the card showing the final ``metric``,
+    the loss plot, ``files``, and one predictions.txt row (source, reference, prediction) per eval sample."""
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "README.md",
+                 "plots/loss.png", *files):
+        assert (out / name).is_file(), name
+    assert f"| {metric} | {final[metric]:.4f} |" in (out / "README.md").read_text()  # the model card
+    predictions = [line.split("\t") for line in (out / "predictions.txt").read_text().splitlines()]
+    assert len(predictions) == samples
+    return predictions
+
+
 def copy_without_weights(folder: Path, to: Path) -> Path:
     """A checkpoint folder's copy with its configs, tokenizer and processor but no weight files."""
     import shutil

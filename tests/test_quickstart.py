@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import LAUNCH_ONE, REPO
 
 from fastft.offline.image import FASHION_MNIST_DIR
 
@@ -22,8 +21,7 @@ from fastft.offline.image import FASHION_MNIST_DIR
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist (make setup installs it)")
 def test_quickstart_reaches_85_percent_on_the_fashion_mnist_test_set(tmp_path):
     out = tmp_path / "quickstart"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "scripts/train_image.py",
+    cmd = [*LAUNCH_ONE, "scripts/train_image.py",
            "--config", "recipes/image/quickstart.yaml", "--output_dir", str(out), "--stop_at_target", "true"]
     # To the target about 2 minutes alone (all 625 steps about 5); the margin is for a loaded CI machine.
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)

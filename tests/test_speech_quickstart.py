@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
-from conftest import REPO
+from conftest import LAUNCH_ONE, REPO, saved_predictions
 
 from fastft.offline.speech import ASTERISK_DIR
 
@@ -23,8 +22,7 @@ needs_data = pytest.mark.skipif(not ASTERISK_DIR.is_dir() or shutil.which("espea
 
 
 def launch(recipe: str, out, *flags: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "scripts/train_speech.py",
+    cmd = [*LAUNCH_ONE, "scripts/train_speech.py",
            "--config", recipe, "--output_dir", str(out), *flags]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -66,12 +64,8 @@ def test_asr_quickstart_recipe_lowers_the_word_error_rate_and_reloads(tmp_path):
     summary = (f"eval_wer: {before['eval_wer']:.2f} before fine-tuning -> {after['eval_wer']:.2f} after {STEPS} "
                f"steps ({EVALUATED} eval samples)")
     assert summary in done.stdout
-    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
-                 "processor_config.json", "README.md", "metrics.json", "plots/loss.png", "plots/wer.png"):
-        assert (out / name).is_file(), name
-    assert f"| eval_wer | {after['eval_wer']:.4f} |" in (out / "README.md").read_text()  # the model card
-    predictions = [line.split("\t") for line in (out / "predictions.txt").read_text().splitlines()]
-    assert len(predictions) == EVALUATED
+    predictions = saved_predictions(out, after, "eval_wer", EVALUATED, "processor_config.json", "metrics.json",
+                                    "plots/wer.png")
     # Reloaded by plain transformers (the processor keeps the recipe's 15 s window), the saved model
     # transcribes clips of both speakers as the evaluation did (greedy, 96 new tokens).
     model = AutoModelForSpeechSeq2Seq.from_pretrained(out).eval()

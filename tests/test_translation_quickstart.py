@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
-from conftest import REPO
+from conftest import LAUNCH_ONE, REPO, saved_predictions
 
 from fastft.offline import text as text_assets
 
@@ -29,8 +28,7 @@ def test_translation_quickstart_recipe_gains_bleu_on_the_test_split_and_reloads(
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     out = tmp_path / "quickstart"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "scripts/train_translation.py",
+    cmd = [*LAUNCH_ONE, "scripts/train_translation.py",
            "--config", "recipes/translation/quickstart.yaml", "--output_dir", str(out),
            "--max_steps", str(STEPS), "--max_train_samples", "6400", "--max_eval_samples", str(EVAL_SAMPLES)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
@@ -53,12 +51,8 @@ def test_translation_quickstart_recipe_gains_bleu_on_the_test_split_and_reloads(
     assert f"eval_bleu: {before['eval_bleu']:.2f} before fine-tuning -> {after['eval_bleu']:.2f} after {STEPS} " \
            f"steps ({EVAL_SAMPLES} eval samples)" in lines
     assert lines[-1].startswith("Done: eval_bleu=") and str(out.resolve()) in lines[-1]
-    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "config.yaml",
-                 "README.md", "plots/loss.png", "plots/bleu.png", "plots/lr_schedule.png"):
-        assert (out / name).is_file(), name
-    assert f"| eval_bleu | {after['eval_bleu']:.4f} |" in (out / "README.md").read_text()  # the model card
-    predictions = [line.split("\t") for line in (out / "predictions.txt").read_text().splitlines()]
-    assert len(predictions) == EVAL_SAMPLES
+    predictions = saved_predictions(out, after, "eval_bleu", EVAL_SAMPLES, "config.yaml", "plots/bleu.png",
+                                    "plots/lr_schedule.png")
     # The saved folder is a plain transformers checkpoint: reloaded, it translates as the evaluation did
     # (greedy, source cut to 24 tokens, 20 new tokens: the recipe's settings).
     model = AutoModelForSeq2SeqLM.from_pretrained(out).eval()
