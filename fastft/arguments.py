@@ -205,7 +205,10 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
     "tricks": ("label_smoothing_factor", "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob",
                "auto_augment", "hflip", "train_crop_scale_min", "image_size", "eval_crop_pct", "freeze_epochs",
                "head_lr_scale", "layer_decay", "mixed_precision", "channels_last", "model_ema", "model_ema_decay",
-               "model_ema_warmup"),
+               "model_ema_warmup", "gradient_checkpointing", "torch_compile", "torch_compile_backend",
+               "torch_compile_mode"),
+    "parameter-efficient fine-tuning": ("peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+                                        "merge_lora"),
     "evaluation and checkpoints": (
         "eval_strategy", "eval_steps", "per_device_eval_batch_size", "eval_before_training", "num_beams",
         "max_new_tokens", "eval_lowercase", "text_normalization", "target_metric", "target_value",

@@ -51,6 +51,8 @@ FREE_FIELDS = frozenset({
     "dataloader_num_workers", "auto_find_batch_size", "push_to_hub", "hub_model_id", "hub_private_repo",
     "hub_revision", "hub_strategy", "lr_find", "lr_find_start", "lr_find_end", "lr_find_steps", "dry_run",
     "world_size", "stop_at_target",
+    # the same weights, computed or saved another way: gradient checkpointing after an out-of-memory, say
+    "gradient_checkpointing", "merge_lora",
     # task fields that change only how a run is evaluated
     "eval_split", "validation_file", "test_file", "eval_crop_pct", "num_beams", "max_new_tokens",
     "eval_before_training", "eval_lowercase", "text_normalization",

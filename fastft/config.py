@@ -97,6 +97,23 @@ class TrainingArguments:
                                    "ramps it up).", min=0, max=1)
     model_ema_warmup: bool = field(True, "Ramp the EMA decay up as 1 - step^(-2/3), so a short run averages "
                                    "recent weights rather than the initial ones.")
+    peft: Literal["none", "lora"] = field("none", "Parameter-efficient fine-tuning through peft: lora trains "
+                                          "low-rank adapters (Hu et al. 2021) and the new head; none: every weight.")
+    lora_r: int = field(8, "LoRA rank of each adapter.", min=1)
+    lora_alpha: float = field(16.0, "LoRA scaling: the update is multiplied by lora_alpha / lora_r.",
+                              min=0, exclusive_min=True)
+    lora_dropout: float = field(0.0, "Dropout on the adapters' input.", min=0, max=1, exclusive_max=True)
+    lora_target_modules: list[str] = field([], "Names (or name endings) of the Linear/Conv layers that get "
+                                               "adapters; unset: the attention projections (q/v, query/value, qkv).")
+    merge_lora: bool = field(True, "Also save the adapters merged into the model, which loads without peft "
+                                   "(output_dir); the adapters alone are in output_dir/adapter either way.")
+    gradient_checkpointing: bool = field(False, "Recompute activations in the backward pass instead of keeping "
+                                                "them: less memory, about a third more compute.")
+    torch_compile: bool = field(False, "Compile the model with torch.compile (accelerate's dynamo plugin); the "
+                                       "compile time counts in the run's time.")
+    torch_compile_backend: Optional[str] = field(None, "torch.compile backend (unset: inductor).")
+    torch_compile_mode: Optional[Literal["default", "reduce-overhead", "max-autotune",
+                                         "max-autotune-no-cudagraphs"]] = field(None, "torch.compile mode.")
     eval_strategy: Literal["steps", "epoch", "no"] = field("epoch", "When to evaluate.")
     eval_steps: Optional[int] = field(None, "Evaluate every N optimizer steps (with eval_strategy: steps).", min=1)
     logging_steps: int = field(50, "Log train loss and LR every N optimizer steps.", min=1)
@@ -310,4 +327,9 @@ def check_training_args(args: TrainingArguments) -> None:
     if args.model_ema and args.model_ema_decay >= 1:
         raise UserError(f"model_ema_decay must be below 1 (at 1 the average never moves), got {args.model_ema_decay}; "
                         f"timm's default is 0.9998")
+    if args.peft == "none" and args.lora_target_modules:
+        raise UserError("lora_target_modules applies with peft: lora (peft is 'none'); set peft lora or drop it")
+    if (args.torch_compile_backend or args.torch_compile_mode) and not args.torch_compile:
+        raise UserError("torch_compile_backend and torch_compile_mode apply with torch_compile: true; set it or "
+                        "drop them")
     trackers(args.report_to)

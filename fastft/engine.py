@@ -25,13 +25,14 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from fastft import checkpoints, output_folder, reporting
+from fastft import checkpoints, lora, output_folder, reporting
 from fastft.batches import IGNORE_INDEX, SeededSamples, cat_padded, windows
 from fastft.config import TrainingArguments, to_dict
 from fastft.ema import WeightAverage
 from fastft.errors import UserError
 from fastft.interrupts import StopSignals
 from fastft.launch import make_accelerator
+from fastft.memory import enable_gradient_checkpointing
 from fastft.metrics import higher_is_better, resolve_best_metric
 from fastft.model_card import write_card
 from fastft.optim import build_optimizer, set_backbone_frozen
@@ -97,13 +98,21 @@ class Trainer:
         self.model = task.build_model()
         if args.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        name = getattr(task.task_args, "model_name_or_path", None) or type(self.model).__name__
+        if args.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model, name)
+        self.adapter: Optional[lora.LoraAdapter] = None
+        if args.peft == "lora":
+            self.adapter = lora.LoraAdapter(self.model, args, task.head_parameters(self.model), name)
+            for line in self.adapter.summary:
+                self.accelerator.print(line)
         self.plan: TrainPlan = make_plan(args, len(train_set), self.accelerator.num_processes, task.drop_last)
         self.train_set = SeededSamples(train_set, args.seed)
 
     def _setup_optimization(self) -> None:
         """Optimizer (holding the scaled peak LR), loaders, accelerate's wrapping, the schedule."""
         args, task, acc = self.args, self.task, self.accelerator
-        optimizer = build_optimizer(self.model, args, self.plan.scaled_learning_rate, task.head_parameters(self.model))
+        optimizer = build_optimizer(self.model, args, self.plan.scaled_learning_rate, self._head_parameters(self.model))
         # Workers are not persistent so each epoch's workers see the new train_set.epoch.
         train_loader = DataLoader(self.train_set, batch_size=args.per_device_train_batch_size, shuffle=True,
                                   collate_fn=task.collate, num_workers=args.dataloader_num_workers,
@@ -121,9 +130,17 @@ class Trainer:
         self.ema: Optional[WeightAverage] = None
         # Asked after prepare(): FSDP2 replaces parameter objects, so the ids given to the optimizer
         # builder above may no longer be the model's.
-        self.head = list(task.head_parameters(acc.unwrap_model(self.model)))
+        self.head = list(self._head_parameters(self._unwrapped()))
         # What the task left trainable: unfreezing after freeze_epochs returns to this, not to everything.
-        self.trainable = [p for p in acc.unwrap_model(self.model).parameters() if p.requires_grad]
+        self.trainable = [p for p in self._unwrapped().parameters() if p.requires_grad]
+
+    def _head_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The new head's weights: the task's, or under LoRA the trainable copies peft keeps of them."""
+        return lora.head_parameters(model) if self.adapter is not None else list(self.task.head_parameters(model))
+
+    def _unwrapped(self) -> torch.nn.Module:
+        """The task's model, out of accelerate's wrappers and torch.compile's (whose state_dict keys differ)."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
     def fit(self) -> dict[str, Any]:
         """Train to the plan's end (or the target, or a stop signal), save, report, push; the final metrics."""
@@ -158,6 +175,7 @@ class Trainer:
                  "target_metric": args.target_metric, "target_value": args.target_value,
                  "best_metric": state.best_metric, "num_processes": acc.num_processes,
                  "global_batch_size": plan.global_batch_size, "learning_rate": plan.scaled_learning_rate,
+                 "trainable_parameters": sum(p.numel() for p in self.trainable),
                  "total_steps": state.step, "epoch": round(state.step / plan.steps_per_epoch, 4),
                  "skipped_optimizer_steps": state.skipped_steps,
                  "distributed_type": acc.distributed_type.value,
@@ -176,7 +194,7 @@ class Trainer:
                         if args.push_to_hub and acc.is_main_process else None)
         self._pushes: list = []  # background every_save pushes
         if args.model_ema:
-            self.ema = WeightAverage(acc.unwrap_model(self.model), args.model_ema_decay, args.model_ema_warmup)
+            self.ema = WeightAverage(self._unwrapped(), args.model_ema_decay, args.model_ema_warmup)
         # Not register_for_checkpointing: accelerate unpickles those objects, so a planted file would run code.
         self.identity = checkpoints.run_identity(args, self.plan.as_dict(), task.task_args)
         if resume:
@@ -206,7 +224,7 @@ class Trainer:
         while state.step < plan.total_steps:
             epoch = state.epoch
             if args.freeze_epochs:  # else requires_grad stays as the task set it (e.g. a frozen speech encoder)
-                set_backbone_frozen(acc.unwrap_model(self.model), self.head, epoch < args.freeze_epochs, self.trainable)
+                set_backbone_frozen(self._unwrapped(), self.head, epoch < args.freeze_epochs, self.trainable)
             self.train_loader.set_epoch(epoch)
             self.train_set.epoch = epoch
             loader = self.train_loader
@@ -329,7 +347,7 @@ class Trainer:
             with self._averaged_weights():
                 # copies: tied weights become separate tensors, which safetensors' save_file requires
                 weights = {k: v.detach().to("cpu", copy=True).contiguous()
-                           for k, v in acc.unwrap_model(self.model).state_dict().items()}
+                           for k, v in self._unwrapped().state_dict().items()}
             tmp = self.output_dir / f"{BEST_WEIGHTS}.tmp"
             save_file(weights, str(tmp))
             os.replace(tmp, self.output_dir / BEST_WEIGHTS)
@@ -367,8 +385,16 @@ class Trainer:
             self._pushes.append(push_folder(self.output_dir, self.repo_id, self.args.hub_revision,
                                                 f"Training in progress, step {self.state.step}", background=True))
 
-    def _save_model(self) -> None:
-        self.task.save_model(self.accelerator.unwrap_model(self.model), self.output_dir)
+    def _save_model(self, final: bool = False) -> None:
+        """The model as the ecosystem reloads it; under LoRA also the adapter, and the merged model if asked."""
+        if self.adapter is None:
+            self.task.save_model(self._unwrapped(), self.output_dir)
+        else:
+            a = self.task.task_args
+            base = getattr(a, "model_name_or_path", None) or getattr(a, "encoder_name_or_path", None) or ""
+            reporting.usual_modes(self.adapter.save(self.output_dir, base))
+            if self.args.merge_lora:  # merged in place only once training is over
+                self.task.save_model(self.adapter.merged(in_place=final), self.output_dir)
         reporting.usual_modes(self.output_dir)  # safetensors writes its files 0600
 
     def _stop_on_signal(self, saved: bool) -> None:
@@ -399,14 +425,14 @@ class Trainer:
             warnings.warn(f"load_best_model_at_end: {path} does not hold the weights of step {state.best_step}, the "
                           f"best evaluation; the model saved is the last evaluation's", stacklevel=2)
             return False
-        self.accelerator.unwrap_model(self.model).load_state_dict(load_file(str(path), device="cpu"))
+        self._unwrapped().load_state_dict(load_file(str(path), device="cpu"))
         return True
 
     def _finish(self, final: dict[str, Any]) -> None:
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            self._save_model()
+            self._save_model(final=True)
             for scratch in (BEST_WEIGHTS, BEST_INFO):  # the best weights are now the saved model
                 (self.output_dir / scratch).unlink(missing_ok=True)
             self.task.write_artifacts(self.output_dir)

@@ -107,10 +107,11 @@ def evaluate_model(task: str, model: str, task_args: Any, args: Any, out: Path) 
     """Evaluate MODEL with the recipe's data and preprocessing; write and return eval_metrics.json's content."""
     from torch.utils.data import DataLoader
 
-    from fastft import engine, launch, output_folder
+    from fastft import engine, launch, lora, output_folder
     from fastft.cli import task_factory
 
-    changes: dict[str, Any] = {"model_name_or_path": model}
+    adapter = lora.adapter_folder(model)  # evaluated on its base model, merged in
+    changes: dict[str, Any] = {"model_name_or_path": lora.adapter_base(adapter) if adapter else model}
     changes.update({name: None for name in _MODEL_SOURCES if hasattr(task_args, name)})
     if hasattr(task_args, "pretrained"):
         changes["pretrained"] = True  # the recipe may train from scratch; evaluating means MODEL's weights
@@ -121,6 +122,8 @@ def evaluate_model(task: str, model: str, task_args: Any, args: Any, out: Path) 
     the_task = task_factory(task)(task_args, args)
     _, eval_set = the_task.load_data()
     network = the_task.build_model()
+    if adapter:
+        network = lora.load_adapter(network, adapter)
     _check_head(the_task, model)
     loader = DataLoader(eval_set, batch_size=args.per_device_eval_batch_size, collate_fn=the_task.collate,
                         num_workers=args.dataloader_num_workers)

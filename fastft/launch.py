@@ -12,7 +12,8 @@ from typing import Optional
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, PartialState
-from accelerate.utils import DistributedType
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType, TorchDynamoPlugin
 
 from fastft.config import TrainingArguments, trackers
 from fastft.errors import UserError
@@ -63,11 +64,25 @@ def warn_if_oversubscribed(accelerator: Accelerator) -> None:
         warnings.warn(message, stacklevel=2)
 
 
+def _dynamo_plugin(args: TrainingArguments) -> TorchDynamoPlugin:
+    backend = args.torch_compile_backend or "inductor"
+    try:
+        return TorchDynamoPlugin(backend=backend, mode=args.torch_compile_mode or "default")
+    except ValueError:
+        from accelerate.utils import DynamoBackend
+
+        raise UserError(f"torch_compile_backend {backend!r} is not a backend accelerate knows; valid: "
+                        f"{', '.join(b.value.lower() for b in DynamoBackend if b.value != 'NO')}") from None
+
+
 def make_accelerator(args: TrainingArguments) -> Accelerator:
     """The Accelerator for ``args``, after refusing what this launch cannot do."""
     handlers = []
     if args.freeze_epochs:  # frozen parameters get no gradient; DDP must not wait for them
         handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+    # accelerate keeps one AcceleratorState per process and ignores a later Accelerator's settings (torch_compile,
+    # mixed precision): a second run in a notebook must get its own. The process group (PartialState) stays.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         # Accumulation is done by the engine (Trainer.step) so the loss is normalised over
         # the whole window; accelerate sees one micro-batch per step.
@@ -79,6 +94,8 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         kwargs_handlers=handlers,
         cpu=launched_on_cpu_only(),
+        # Only when asked: otherwise accelerate's own config (accelerate launch --dynamo_backend) decides.
+        **({"dynamo_plugin": _dynamo_plugin(args)} if args.torch_compile else {}),
     )
     check_world(accelerator.state)
     kind = accelerator.distributed_type

@@ -167,6 +167,8 @@ def build_card(output_dir: Path, info: dict[str, Any], repo_id: str | None = Non
     recipe = yaml.safe_load(recipe_text) or {}
     metrics = json.loads((output_dir / reporting.FINAL).read_text())
     base = recipe.get("model_name_or_path")
+    warm_start = None if base else " + ".join(str(recipe[k]) for k in ("encoder_name_or_path", "decoder_name_or_path")
+                                              if recipe.get(k))
     dataset = recipe.get("dataset_name") or recipe.get("train_file")  # local files may name no dataset
     main = info["main_metric"]
     value = metrics.get(main)
@@ -198,6 +200,8 @@ def build_card(output_dir: Path, info: dict[str, Any], repo_id: str | None = Non
     load = info["load"].format(repo_id=where)
     if repo_id is None:  # not pushed (yet): timm reads a local folder through local-dir:
         load = load.replace("hf-hub:", "local-dir:")
+    if recipe.get("peft") == "lora":
+        load = _lora_load(load, recipe, where, base or "<the base model>")
     pipe = f"\n\nWith the transformers pipeline:\n\n```python\n{info['pipeline'].format(repo_id=where)}\n```" \
         if info.get("pipeline") else ""
     examples = f" ({metrics['eval_samples']} examples)" if metrics.get("eval_samples") else ""
@@ -206,7 +210,7 @@ def build_card(output_dir: Path, info: dict[str, Any], repo_id: str | None = Non
     body = f"""
 # {name}
 
-Fine-tuned from `{base}` on `{dataset}` with fastft on {metrics.get('num_processes')} process(es), global batch {metrics.get('global_batch_size')}, peak LR {metrics.get('learning_rate')}.
+Fine-tuned from {f"`{base}`" if base else f"a warm start of `{warm_start}`"} on `{dataset}` with fastft on {metrics.get('num_processes')} process(es), global batch {metrics.get('global_batch_size')}, peak LR {metrics.get('learning_rate')}.
 Evaluated on the `{split}` split of `{dataset}`{examples}.
 
 ## Results
@@ -256,6 +260,17 @@ The following hyperparameters were used during training:
 """
     # Assembled by hand, not through from_template: its Jinja would interpret braces in the recipe.
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
+
+
+def _lora_load(load: str, recipe: dict[str, Any], where: str, base: str) -> str:
+    """How to load a LoRA run: the merged model as any other (unless merge_lora was off), and the adapter."""
+    adapter = (f"# The LoRA adapter alone (r={recipe.get('lora_r')}, alpha={recipe.get('lora_alpha')}), on its base "
+               f"model:\nfrom peft import PeftModel\n\n"
+               f"model = PeftModel.from_pretrained(base_model, \"{where}\", subfolder=\"adapter\")  "
+               f"# base_model: {base}, loaded as above")
+    if recipe.get("merge_lora", True):
+        return f"# The adapters are merged into these weights: no peft needed.\n{load}\n\n{adapter}"
+    return f"# Only the LoRA adapter was saved (merge_lora: false).\n{adapter}"
 
 
 def write_card(output_dir: Path, info: dict[str, Any], repo_id: str | None = None) -> Path:

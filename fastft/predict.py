@@ -118,6 +118,11 @@ def resolve_model(name: str) -> ModelSource:
         folder = path
     if folder is not None:
         is_run = reporting.written_by_fastft(folder)
+        from fastft.lora import adapter_folder
+
+        if adapter_folder(folder) is not None:
+            raise UserError(f"MODEL {name} holds a LoRA adapter alone, without the merged model: predict from a run "
+                            f"saved with merge_lora: true (the default); fastft eval takes the adapter")
         if not (folder / "config.json").is_file():
             if is_run:
                 raise UserError(f"MODEL {name} is a fastft output_dir without a saved model (config.json): the run "

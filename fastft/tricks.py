@@ -50,6 +50,12 @@ TRICKS: list[Trick] = [
           "[Micikevicius et al. 2018](https://arxiv.org/abs/1710.03740)"),
     Trick("a shorter Whisper input window", ("whisper_window_s",), lambda r: bool(r.get("whisper_window_s"))),
     Trick("encoder outputs computed once", ("cache_encoder_outputs",), lambda r: bool(r.get("cache_encoder_outputs"))),
+    Trick("LoRA adapters (peft), the new head trained whole", ("peft", "lora_r", "lora_alpha"),
+          lambda r: r.get("peft") == "lora", "[Hu et al. 2021](https://arxiv.org/abs/2106.09685)"),
+    Trick("gradient checkpointing", ("gradient_checkpointing",), lambda r: bool(r.get("gradient_checkpointing")),
+          "[Chen et al. 2016](https://arxiv.org/abs/1604.06174)"),
+    Trick("torch.compile", ("torch_compile",), lambda r: bool(r.get("torch_compile")),
+          "[Ansel et al. 2024](https://doi.org/10.1145/3620665.3640366)"),
 ]
 
 
