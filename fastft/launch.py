@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, PartialState
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedType, TorchDynamoPlugin
+from accelerate.utils import DistributedType, DynamoBackend, TorchDynamoPlugin
 
 from fastft.config import TrainingArguments, trackers
 from fastft.errors import UserError
@@ -69,8 +69,6 @@ def _dynamo_plugin(args: TrainingArguments) -> TorchDynamoPlugin:
     try:
         return TorchDynamoPlugin(backend=backend, mode=args.torch_compile_mode or "default")
     except ValueError:
-        from accelerate.utils import DynamoBackend
-
         raise UserError(f"torch_compile_backend {backend!r} is not a backend accelerate knows; valid: "
                         f"{', '.join(b.value.lower() for b in DynamoBackend if b.value != 'NO')}") from None
 
