@@ -168,6 +168,12 @@ def _create_transformers(name: str, label_names: list[str], pretrained: bool, ze
     return wrapped
 
 
+def library_model(model: nn.Module) -> nn.Module:
+    """The model its library saves and loads: the transformers classifier inside fastft's logits wrapper,
+    else the model itself."""
+    return model.model if isinstance(model, _Logits) else model
+
+
 def head_of(model: nn.Module) -> nn.Module:
     """The classification head: what freeze_epochs trains alone."""
     return model.model.classifier if isinstance(model, _Logits) else model.get_classifier()

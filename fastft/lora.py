@@ -17,6 +17,7 @@ from torch import nn
 
 from fastft.config import TrainingArguments
 from fastft.errors import UserError
+from fastft.image_models import library_model
 
 ADAPTER_DIR = "adapter"  # output_dir/adapter: what peft's PeftModel.from_pretrained(base, folder) loads
 ADAPTER_CONFIG = "adapter_config.json"
@@ -64,16 +65,6 @@ def _targets(model: nn.Module, requested: list[str], head: list[str], model_name
                     f"to adapt; set lora_target_modules to some of its layers, e.g. {', '.join(examples) or 'none found'}")
 
 
-def _saved_part(model: nn.Module) -> nn.Module:
-    """What the task saves: the transformers model inside fastft's logits wrapper, else the model itself,
-    so the adapter's layer names are those of the model the ecosystem loads."""
-    inner = getattr(model, "model", None)
-    if (isinstance(inner, nn.Module) and hasattr(inner, "save_pretrained") and len(list(model.children())) == 1
-            and not any(True for _ in model.parameters(recurse=False))):
-        return inner
-    return model
-
-
 class LoraAdapter:
     """LoRA layers injected into a task's model in place, and the PeftModel that saves and merges them."""
 
@@ -83,7 +74,7 @@ class LoraAdapter:
         here on; every other weight is frozen."""
         from peft import LoraConfig, get_peft_model
 
-        self.model, part = model, _saved_part(model)
+        self.model, part = model, library_model(model)
         head, uncovered = _head_modules(part, {id(p) for p in head_params})
         targets = _targets(part, args.lora_target_modules, head, model_name)
         config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
@@ -157,7 +148,7 @@ def load_adapter(model: nn.Module, folder: Path) -> nn.Module:
     from peft import PeftModel
 
     try:
-        PeftModel.from_pretrained(_saved_part(model), str(folder)).merge_and_unload()
+        PeftModel.from_pretrained(library_model(model), str(folder)).merge_and_unload()
     except (ValueError, KeyError, RuntimeError) as err:
         raise UserError(f"the adapter in {folder} does not fit {type(model).__name__}: "
                         f"{str(err).splitlines()[0][:300]}") from None

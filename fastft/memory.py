@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from fastft.errors import UserError
+from fastft.image_models import library_model
 
 
 def enable_gradient_checkpointing(model: nn.Module, model_name: str) -> None:
@@ -14,9 +15,7 @@ def enable_gradient_checkpointing(model: nn.Module, model_name: str) -> None:
     LoRA); timm models through ``set_grad_checkpointing``. A wrapper (fastft's logits
     wrapper around a transformers classifier) is looked through.
     """
-    inner = getattr(model, "model", None)
-    target = model if hasattr(model, "gradient_checkpointing_enable") or hasattr(model, "set_grad_checkpointing") \
-        else inner if isinstance(inner, nn.Module) else model
+    target = library_model(model)
     if hasattr(target, "gradient_checkpointing_enable"):
         if not getattr(target, "supports_gradient_checkpointing", False):
             raise UserError(f"gradient_checkpointing: {model_name} ({type(target).__name__}) does not support it in "
