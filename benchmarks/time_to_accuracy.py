@@ -160,7 +160,8 @@ TRANSLATION = Bench(
               "recommended without 10x LR on new weights": ["--head_lr_scale", "1"],
               "recommended without frozen embeddings": ["--freeze_embeddings", "false"],
               # Beside a baseline given --epochs 2: the baseline's time is measured, not bounded by one epoch.
-              "recommended for 1 epoch": ["--num_train_epochs", "1"]},
+              "recommended for 1 epoch": ["--num_train_epochs", "1"],
+              "recommended + length-grouped batches": ["--group_by_length", "true"]},
     defaults={"target": 10.0, "max_train_samples": 11200, "max_eval_samples": 500, "epochs": 2, "eval_steps": 50,
               "sweep": "1e-4,3e-4,1e-3", "image_size": None},
 )

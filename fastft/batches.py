@@ -1,4 +1,5 @@
-"""Data helpers of the loop: seeded per-sample augmentation, accumulation windows, padded gathering."""
+"""Data helpers of the loop: seeded per-sample augmentation, length-grouped order, accumulation windows,
+padded gathering."""
 from __future__ import annotations
 
 import random
@@ -68,3 +69,29 @@ class SeededSamples(torch.utils.data.Dataset):
             finally:
                 random.setstate(py_state)
                 np.random.set_state(np_state)
+
+
+class LengthGroupedOrder(torch.utils.data.Sampler):
+    """``group_by_length``: transformers' length-grouped order (the HF Trainer's), drawn from (seed, epoch).
+
+    transformers' ``get_length_grouped_indices`` shuffles, cuts the order into megabatches of 50
+    groups and sorts each longest first (the longest sample leads, so an out-of-memory comes at
+    once). A group is one optimizer step's samples on all processes, so each process's batches
+    of a step hold similar lengths. The permutation is drawn from (seed, epoch) as the shuffled
+    order is: a resume replays it exactly.
+    """
+
+    def __init__(self, lengths: Sequence[int], group_size: int, seed: int):
+        self.lengths, self.group_size, self.seed, self.epoch = list(lengths), group_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch)) & 0xFFFF_FFFF)
+        return iter(get_length_grouped_indices(self.lengths, self.group_size, generator=generator))

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from accelerate import Accelerator
 from safetensors import safe_open
-from safetensors.torch import load_model, save_model
 
 from fastft import reporting
 from fastft.config import to_dict
@@ -208,8 +207,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, state: Tra
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if ema is not None:  # every process holds the same average; save_model drops the copies of tied tensors
-            save_model(ema.module, str(tmp / EMA_FILE))
+        if ema is not None:  # every process holds the same average
+            ema.save(tmp / EMA_FILE)
         metric = state.last_metric if state.last_eval_step == state.step else None
         info = {**state.state_dict(), "metric": metric, "scheduler": scheduler.state_dict(), **identity}
         (tmp / MARKER).write_text(json.dumps(info, indent=1))
@@ -301,7 +300,7 @@ def load_checkpoint(accelerator: Accelerator, paths: list[Path], state: TrainSta
         try:
             accelerator.load_state(str(path))
             if ema is not None:  # else a resumed run would average from the resumed weights
-                load_model(ema.module, path / EMA_FILE)
+                ema.load(path / EMA_FILE)
         except Exception as err:  # a file damaged past its header, or weights of another model
             reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             other_model = any(s in str(err) for s in ("size mismatch", "Missing key", "Unexpected key"))

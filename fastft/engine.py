@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fastft import checkpoints, lora, output_folder, reporting
-from fastft.batches import IGNORE_INDEX, SeededSamples, cat_padded, windows
+from fastft.batches import IGNORE_INDEX, LengthGroupedOrder, SeededSamples, cat_padded, windows
 from fastft.config import TrainingArguments, to_dict
-from fastft.ema import WeightAverage
+from fastft.ema import WeightAverage, changing_tensors, copy_into, named_copies
 from fastft.errors import UserError
 from fastft.interrupts import StopSignals
 from fastft.launch import make_accelerator
@@ -108,13 +108,17 @@ class Trainer:
                 self.accelerator.print(line)
         self.plan: TrainPlan = make_plan(args, len(train_set), self.accelerator.num_processes, task.drop_last)
         self.train_set = SeededSamples(train_set, args.seed)
+        # One optimizer step's samples on all processes come from one stretch of similar lengths.
+        self.order = (LengthGroupedOrder(task.sample_lengths(train_set), self.plan.global_batch_size, args.seed)
+                      if args.group_by_length else None)
 
     def _setup_optimization(self) -> None:
         """Optimizer (holding the scaled peak LR), loaders, accelerate's wrapping, the schedule."""
         args, task, acc = self.args, self.task, self.accelerator
         optimizer = build_optimizer(self.model, args, self.plan.scaled_learning_rate, self._head_parameters(self.model))
         # Workers are not persistent so each epoch's workers see the new train_set.epoch.
-        train_loader = DataLoader(self.train_set, batch_size=args.per_device_train_batch_size, shuffle=True,
+        train_loader = DataLoader(self.train_set, batch_size=args.per_device_train_batch_size,
+                                  shuffle=self.order is None, sampler=self.order,
                                   collate_fn=task.collate, num_workers=args.dataloader_num_workers,
                                   drop_last=task.drop_last)
         eval_loader = DataLoader(self.eval_set, batch_size=args.per_device_eval_batch_size, collate_fn=task.collate,
@@ -194,7 +198,7 @@ class Trainer:
                         if args.push_to_hub and acc.is_main_process else None)
         self._pushes: list = []  # background every_save pushes
         if args.model_ema:
-            self.ema = WeightAverage(self._unwrapped(), args.model_ema_decay, args.model_ema_warmup)
+            self.ema = WeightAverage(self._unwrapped(), args.model_ema_decay, args.model_ema_warmup, self.trainable)
         # Not register_for_checkpointing: accelerate unpickles those objects, so a planted file would run code.
         self.identity = checkpoints.run_identity(args, self.plan.as_dict(), task.task_args)
         if resume:
@@ -227,6 +231,8 @@ class Trainer:
                 set_backbone_frozen(self._unwrapped(), self.head, epoch < args.freeze_epochs, self.trainable)
             self.train_loader.set_epoch(epoch)
             self.train_set.epoch = epoch
+            if self.order is not None:  # accelerate passes set_epoch on too; this does not depend on how
+                self.order.set_epoch(epoch)
             loader = self.train_loader
             if state.batches_in_epoch:
                 loader = acc.skip_first_batches(self.train_loader, state.batches_in_epoch)
@@ -344,10 +350,8 @@ class Trainer:
         """Keep the weights of the best evaluation so far (load_best_model_at_end): safetensors, main process."""
         acc = self.accelerator
         if acc.is_main_process:
-            with self._averaged_weights():
-                # copies: tied weights become separate tensors, which safetensors' save_file requires
-                weights = {k: v.detach().to("cpu", copy=True).contiguous()
-                           for k, v in self._unwrapped().state_dict().items()}
+            with self._averaged_weights():  # what training changes: under LoRA the adapters and head only
+                weights = named_copies(changing_tensors(self._unwrapped(), self.trainable))
             tmp = self.output_dir / f"{BEST_WEIGHTS}.tmp"
             save_file(weights, str(tmp))
             os.replace(tmp, self.output_dir / BEST_WEIGHTS)
@@ -425,7 +429,7 @@ class Trainer:
             warnings.warn(f"load_best_model_at_end: {path} does not hold the weights of step {state.best_step}, the "
                           f"best evaluation; the model saved is the last evaluation's", stacklevel=2)
             return False
-        self._unwrapped().load_state_dict(load_file(str(path), device="cpu"))
+        copy_into(changing_tensors(self._unwrapped(), self.trainable), load_file(str(path), device="cpu"), str(path))
         return True
 
     def _finish(self, final: dict[str, Any]) -> None:

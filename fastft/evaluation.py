@@ -103,28 +103,36 @@ def parse(argv: Sequence[str]) -> tuple[str, str, Any, Any, Path]:
     return task, model, task_args, args, out
 
 
-def evaluate_model(task: str, model: str, task_args: Any, args: Any, out: Path) -> dict[str, Any]:
-    """Evaluate MODEL with the recipe's data and preprocessing; write and return eval_metrics.json's content."""
-    from torch.utils.data import DataLoader
-
-    from fastft import engine, launch, lora, output_folder
+def load_model(task: str, model: str, task_args: Any, args: Any) -> tuple[Any, Any, Any]:
+    """The task with the recipe's data loaded, its eval split, and MODEL's network: MODEL's own weights, or
+    an adapter (a folder, or a run saved with merge_lora: false) merged into its base model."""
+    from fastft import lora
     from fastft.cli import task_factory
 
-    adapter = lora.adapter_folder(model)  # evaluated on its base model, merged in
+    adapter = lora.adapter_folder(model)
     changes: dict[str, Any] = {"model_name_or_path": lora.adapter_base(adapter) if adapter else model}
     changes.update({name: None for name in _MODEL_SOURCES if hasattr(task_args, name)})
     if hasattr(task_args, "pretrained"):
         changes["pretrained"] = True  # the recipe may train from scratch; evaluating means MODEL's weights
-    task_args = dataclasses.replace(task_args, **changes)
-    args = dataclasses.replace(args, report_to="none", output_dir=str(out), push_to_hub=False)
-    output_folder.check(out)
-    accelerator = launch.make_accelerator(args)
-    the_task = task_factory(task)(task_args, args)
+    the_task = task_factory(task)(dataclasses.replace(task_args, **changes), args)
     _, eval_set = the_task.load_data()
     network = the_task.build_model()
     if adapter:
         network = lora.load_adapter(network, adapter)
     _check_head(the_task, model)
+    return the_task, network, eval_set
+
+
+def evaluate_model(task: str, model: str, task_args: Any, args: Any, out: Path) -> dict[str, Any]:
+    """Evaluate MODEL with the recipe's data and preprocessing; write and return eval_metrics.json's content."""
+    from torch.utils.data import DataLoader
+
+    from fastft import engine, launch, output_folder
+
+    args = dataclasses.replace(args, report_to="none", output_dir=str(out), push_to_hub=False)
+    output_folder.check(out)
+    accelerator = launch.make_accelerator(args)
+    the_task, network, eval_set = load_model(task, model, task_args, args)
     loader = DataLoader(eval_set, batch_size=args.per_device_eval_batch_size, collate_fn=the_task.collate,
                         num_workers=args.dataloader_num_workers)
     network, loader = accelerator.prepare(network, loader)

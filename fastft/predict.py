@@ -6,11 +6,14 @@ task, and the generation and language settings the run evaluated with), else fro
 Images go to an image classifier (top-k labels), audio to a speech recogniser (a transcript) or
 an audio classifier (top-k labels), a .txt file to a translation model (one translation a line).
 Each model gets its own evaluation preprocessing: timm's data config, or the saved processor.
+A LoRA run saved with merge_lora: false (its adapter alone) is merged into its base model first,
+as ``fastft eval`` merges it, in a temporary folder; the run's folder is only read.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -49,6 +52,7 @@ class ModelSource:
     config: dict[str, Any]  # config.json
     recipe: dict[str, Any]  # the fastft run's config.yaml; empty when MODEL is no fastft run
     task: str  # one of TAKES
+    adapter: Optional[Path] = None  # a LoRA adapter saved alone (merge_lora: false), merged when predict runs
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -120,9 +124,9 @@ def resolve_model(name: str) -> ModelSource:
         is_run = reporting.written_by_fastft(folder)
         from fastft.lora import adapter_folder
 
-        if adapter_folder(folder) is not None:
-            raise UserError(f"MODEL {name} holds a LoRA adapter alone, without the merged model: predict from a run "
-                            f"saved with merge_lora: true (the default); fastft eval takes the adapter")
+        adapter = adapter_folder(folder)
+        if adapter is not None:
+            return _adapter_source(name, folder, adapter)
         if not (folder / "config.json").is_file():
             if is_run:
                 raise UserError(f"MODEL {name} is a fastft output_dir without a saved model (config.json): the run "
@@ -142,6 +146,37 @@ def resolve_model(name: str) -> ModelSource:
         recipe = _read_recipe(pushed) if pushed is not None and reporting.written_by_fastft(pushed.parent) else {}
     task = _task_of_recipe(recipe) or _task_of_config(config, name)
     return ModelSource(name, location, config, recipe, task)
+
+
+def _adapter_source(name: str, folder: Path, adapter: Path) -> ModelSource:
+    """A LoRA adapter saved without its merged model: the run it came from gives the task, base model and data."""
+    run = folder if reporting.written_by_fastft(folder) else folder.parent
+    if not reporting.written_by_fastft(run):
+        raise UserError(f"MODEL {name} is a LoRA adapter outside the fastft run that trained it, whose config.yaml "
+                        f"names its task, base model and labels: predict from that run's output_dir")
+    recipe = _read_recipe(run / reporting.CONFIG)
+    task = _task_of_recipe(recipe)
+    if task is None:
+        raise UserError(f"{run / reporting.CONFIG} is no image, speech or translation run; restore the run's "
+                        f"config.yaml")
+    return ModelSource(name, str(run), {}, recipe, task, adapter)
+
+
+def _merge_adapter(source: ModelSource, into: Path) -> ModelSource:
+    """The adapter merged into its base model as ``fastft eval`` does it (the recipe's data gives a classifier
+    its labels), saved in ``into`` in the task's usual layout; predicting goes on from there as for any model."""
+    import sys
+
+    from fastft import evaluation
+
+    print(f"MODEL {source.name} is a LoRA adapter saved alone (merge_lora: false): merging it into its base "
+          f"model for this prediction", file=sys.stderr, flush=True)
+    task, model, task_args, args, _ = evaluation.parse(
+        [str(source.adapter), "--config", str(Path(source.location) / reporting.CONFIG), "--output_dir", str(into)])
+    the_task, network, _ = evaluation.load_model(task, model, task_args, args)
+    the_task.save_model(network, into)
+    config = reporting.read_json_object(into / "config.json", SAVE_AGAIN)
+    return dataclasses.replace(source, location=str(into), config=config, adapter=None)
 
 
 def _task_of_recipe(recipe: dict[str, Any]) -> Optional[str]:
@@ -463,13 +498,16 @@ def predict(model: str, files: list[str], top_k: int = 5, batch_size: int = 8, n
                 raise UserError(f"--{name} applies to speech recognition and translation; MODEL {model} is "
                                 f"{WHAT[source.task]}: drop it")
     where = _device(device)
-    if source.task == IMAGE_CLASSIFICATION:
-        return _classify_images(source, files, top_k, batch_size, where)
-    if source.task == AUDIO_CLASSIFICATION:
-        return _classify_audio(source, files, top_k, batch_size, where)
-    if source.task == ASR:
-        return _transcribe(source, files, batch_size, where, num_beams, max_new_tokens)
-    return _translate(source, files, batch_size, where, num_beams, max_new_tokens)
+    with tempfile.TemporaryDirectory(prefix="fastft-predict-") as merged:
+        if source.adapter is not None:
+            source = _merge_adapter(source, Path(merged))
+        if source.task == IMAGE_CLASSIFICATION:
+            return _classify_images(source, files, top_k, batch_size, where)
+        if source.task == AUDIO_CLASSIFICATION:
+            return _classify_audio(source, files, top_k, batch_size, where)
+        if source.task == ASR:
+            return _transcribe(source, files, batch_size, where, num_beams, max_new_tokens)
+        return _translate(source, files, batch_size, where, num_beams, max_new_tokens)
 
 
 # -- the command --------------------------------------------------------------------------------

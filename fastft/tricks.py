@@ -56,6 +56,7 @@ TRICKS: list[Trick] = [
           "[Chen et al. 2016](https://arxiv.org/abs/1604.06174)"),
     Trick("torch.compile", ("torch_compile",), lambda r: bool(r.get("torch_compile")),
           "[Ansel et al. 2024](https://doi.org/10.1145/3620665.3640366)"),
+    Trick("length-grouped batches", ("group_by_length",), lambda r: bool(r.get("group_by_length"))),
 ]
 
 

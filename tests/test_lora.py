@@ -78,6 +78,9 @@ def test_lora_resume_is_bit_exact(tmp_path, tiny_images, tiny_vit):
     final = image_run(resumed, tiny_images, tiny_vit, "--model_ema", "true", "--checkpointing_steps", "4",
                       "--save_total_limit", "5")
     assert final["total_steps"] == 12
+    # The average holds what LoRA trains (adapters, head copy), not a float32 copy of the frozen base model.
+    averaged = load_file(resumed / "checkpoint-8" / "ema.safetensors")
+    assert averaged and all("lora_" in k or ".modules_to_save." in k for k in averaged)
     for name in ("model.safetensors", "adapter/adapter_model.safetensors"):
         a, b = load_file(straight / name), load_file(resumed / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
@@ -161,7 +164,7 @@ def test_two_processes_train_lora_like_one_with_the_global_batch(tmp_path, tiny_
         assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a), name
 
 
-def test_an_adapter_alone_evaluates_on_its_base_model_as_the_run_did(tmp_path, tiny_images, tiny_vit, capsys):
+def test_an_adapter_alone_evaluates_and_predicts_on_its_base_model_as_the_run_did(tmp_path, tiny_images, tiny_vit, capsys):
     from fastft import evaluation
 
     out = tmp_path / "adapter_only"
@@ -173,11 +176,28 @@ def test_an_adapter_alone_evaluates_on_its_base_model_as_the_run_did(tmp_path, t
         result = evaluation.main([str(model), *extra])
         assert result["eval_accuracy"] == final["eval_accuracy"]
         assert result["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-5)
-    with pytest.raises(SystemExit):
-        from fastft.predict import main as predict
 
-        predict([str(out), str(next((tiny_images / "test").rglob("*.png")))])
-    assert "holds a LoRA adapter alone" in capsys.readouterr().err
+    # fastft predict merges the adapter as eval does: the same labels as the merged run's own prediction.
+    from fastft.predict import main as predict
+
+    images = sorted(str(p) for p in (tiny_images / "test").rglob("*.png"))[:3]
+    before = sorted(p.name for p in out.rglob("*"))
+    rows = predict([str(out), *images, "--json", "--top_k", "3"])
+    assert "merging it into its base model" in capsys.readouterr().err
+    assert sorted(p.name for p in out.rglob("*")) == before  # the run's folder is only read
+    merged = tmp_path / "merged"
+    image_run(merged, tiny_images, tiny_vit, "--max_steps", "4")  # the same run, saved merged
+    expected = predict([str(merged), *images, "--json", "--top_k", "3"])
+    for got, want in zip(rows, expected, strict=True):
+        scores = lambda row: {x["label"]: x["score"] for x in row["labels"]}  # noqa: E731
+        assert scores(got) == pytest.approx(scores(want), abs=1e-5)
+    assert predict([str(out / "adapter"), *images, "--json", "--top_k", "3"]) == rows  # its adapter folder alike
+
+    stray = tmp_path / "stray"  # an adapter without the run that trained it names what predict needs
+    shutil.copytree(out / "adapter", stray)
+    with pytest.raises(SystemExit):
+        predict([str(stray), images[0]])
+    assert "outside the fastft run that trained it" in capsys.readouterr().err
 
 
 def test_fields_that_need_peft(tmp_path, tiny_images, tiny_vit, capsys):

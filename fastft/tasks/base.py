@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fastft.config import TrainingArguments
+from fastft.errors import UserError
 
 
 class Task(abc.ABC):
@@ -24,9 +25,13 @@ class Task(abc.ABC):
     pipeline_tag: str = "other"  # the Hub's task name, for the model card
     drop_last: bool = False  # drop the last incomplete training batch
     eval_split_used: Optional[str] = None  # the split evaluated on, in words, once load_data has picked it
+    has_token_lengths: bool = False  # sample_lengths counts each sample's tokens (group_by_length)
 
     def __init__(self, task_args: Any, args: TrainingArguments):
         self.task_args, self.args = task_args, args
+        if args.group_by_length and not self.has_token_lengths:
+            raise UserError(f"group_by_length groups translation and speech-recognition samples by their token "
+                            f"lengths; {self.pipeline_tag} samples have none: drop group_by_length")
 
     @abc.abstractmethod
     def num_train_samples(self) -> int:
@@ -71,6 +76,10 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def save_model(self, model: nn.Module, output_dir: Path) -> None:
         """Write the model so the ecosystem reloads it (and this script, via model_name_or_path)."""
+
+    def sample_lengths(self, train_set: torch.utils.data.Dataset) -> list[int]:
+        """Each training sample's length in tokens, for ``group_by_length`` (tasks with has_token_lengths)."""
+        raise NotImplementedError(f"{type(self).__name__} has no token lengths")
 
     def evaluate_before_training(self) -> bool:
         """Evaluate once before the first optimizer step of a fresh run (a baseline row at step 0)."""

@@ -64,6 +64,7 @@ class Seq2SeqTask(Task):
 
     main_metric = "eval_bleu"
     greater_is_better = True
+    has_token_lengths = True
 
     def __init__(self, task_args: Seq2SeqArguments, args: TrainingArguments):
         super().__init__(task_args, args)
@@ -105,6 +106,10 @@ class Seq2SeqTask(Task):
         return ids[drop:]
 
     # -- batches and losses -------------------------------------------------------------
+    def sample_lengths(self, train_set: torch.utils.data.Dataset) -> list[int]:
+        # Padding costs in the decoder's labels (and a translation's source): both datasets count their tokens.
+        return train_set.token_lengths()
+
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = self.collate_inputs(examples)
         batch["labels"] = pad_labels([e["labels"] for e in examples])

@@ -272,3 +272,7 @@ class Clips(torch.utils.data.Dataset):
         skip = self.skip_audio is not None and self.skip_audio(key)
         audio = None if skip else load_audio(row[self.audio_column], self.sampling_rate)
         return {"audio": audio, **self.encode(row[self.target_column]), "index": i, "key": key}
+
+    def token_lengths(self) -> list[int]:
+        """Label tokens of every clip (group_by_length), read from the text column without decoding audio."""
+        return [len(self.encode(text)["labels"]) for text in self.ds[self.target_column]]

@@ -46,6 +46,10 @@ class _Pairs(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {**self.encode(*self.pair(self.ds[i])), "index": i}
 
+    def token_lengths(self) -> list[int]:
+        """Source plus target tokens of every pair (group_by_length)."""
+        return [len(e["input_ids"]) + len(e["labels"]) for e in (self.encode(*self.pair(row)) for row in self.ds)]
+
 
 def freeze_embeddings(model: nn.Module, vocab_size: int) -> int:
     """Stop training every token-embedding table and the output projection; how many weights froze.
