@@ -1,4 +1,4 @@
-"""LoRA against full fine-tuning (and gradient checkpointing, torch.compile) on the offline quickstarts.
+"""LoRA against full fine-tuning (and gradient checkpointing, torch.compile, group_by_length) on the quickstarts.
 
     python benchmarks/lora.py                                # ASR and translation quickstarts, 3 seeds
     python benchmarks/lora.py --task speech --seeds 1 --size reduced   # the test suite's size, a quick look
@@ -56,6 +56,7 @@ CONFIGS = {
     "lora at 10x LR": LORA,
     "full + gradient checkpointing": ["--gradient_checkpointing", "true"],
     "full + torch_compile (inductor)": ["--torch_compile", "true"],
+    "full + group_by_length": ["--group_by_length", "true"],  # less padding (benchmarks/padding.py)
 }
 DEFAULT_CONFIGS = "full,lora,lora at 10x LR,full + gradient checkpointing"
 

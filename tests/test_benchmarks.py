@@ -150,3 +150,27 @@ def test_results_name_the_cpu_generation_and_its_vector_units():
     assert machine.cpu(zen5).endswith(" cores, AVX-512 with BF16")
     assert machine.cpu(block.format(n=0, fam=23, flags="avx2")).endswith(" cores, AVX2")
     assert "cores, no AVX2" in machine.cpu("")  # no /proc/cpuinfo (macOS): still a description
+
+
+def test_padding_counts_each_tensor_padded_to_its_batchs_longest():
+    pad = load("padding")
+    lengths = [(3, 1), (1, 2), (3, 2), (1, 4)]  # (source, labels) per sample
+    # [0, 1], [2, 3]: sources pad to 3 (2 + 0 padding) and 3 (0 + 2), labels to 2 (1 + 0) and 4 (2 + 0)
+    assert pad.epoch_padding([0, 1, 2, 3], lengths, 2) == (2 + 2 + 1 + 2, 6 + 6 + 4 + 8)
+    # [0, 2], [1, 3]: the long sources together: no source padding; labels pad to 2 (1) and 4 (2)
+    assert pad.epoch_padding([0, 2, 1, 3], lengths, 2) == (0 + 0 + 1 + 2, 6 + 2 + 4 + 8)
+
+
+@pytest.mark.parametrize("task", ["speech", "translation"])
+def test_every_lora_benchmark_configuration_is_a_valid_recipe(task, capsys):
+    from fastft.cli import run_command
+
+    lora = load("lora")
+    script, recipe, _, _, sizes = lora.TASKS[task]
+    for name, flags in lora.CONFIGS.items():
+        if "10x LR" in name:
+            flags = [*flags, *lora.ten_times_lr(recipe)]
+        for size_flags, _ in sizes.values():
+            run_command(["train", task, "--config", recipe, *size_flags, *flags, "--output_dir", "unused",
+                         "--dry_run"])
+    assert "global batch" in capsys.readouterr().out
