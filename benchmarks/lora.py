@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"task": task, "recipe": recipe, "metric": metric, "higher": higher, "target": target,
                 "size": a.size, "seeds": a.seeds, "threads": a.threads, "machine": machine.describe(),
                 "date": time.strftime("%Y-%m-%d"),
-                "command": "python benchmarks/lora.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+                "command": shlex.join(["python", "benchmarks/lora.py", *(argv if argv is not None else sys.argv[1:])])}
         stem = a.stem or f"lora_{task}_{a.size}"
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
