@@ -2,7 +2,6 @@
 is touched. Warnings for what is legal but likely unintended."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 from pathlib import Path
@@ -106,7 +105,9 @@ def test_a_stop_signal_while_loading_exits_with_one_line_and_touches_nothing(sig
                                                                             tiny_images, tiny_model, monkeypatch,
                                                                             capsys):
     def interrupted(self):
-        os.kill(os.getpid(), signum)  # as a user's Ctrl-C or a scheduler's preemption would, mid-load
+        # As a user's Ctrl-C or a scheduler's preemption would, mid-load. raise_signal delivers it to this
+        # thread: os.kill may hand it to another thread, and the handler then runs after the next line.
+        signal.raise_signal(signum)
         raise AssertionError("the signal should have stopped the run")
 
     monkeypatch.setattr(ImageTask, "load_data", interrupted)
