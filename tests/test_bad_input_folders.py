@@ -112,8 +112,14 @@ def test_a_stop_signal_while_loading_exits_with_one_line_and_touches_nothing(sig
 
     monkeypatch.setattr(ImageTask, "load_data", interrupted)
     out, handler = tmp_path / "run", signal.getsignal(signal.SIGTERM)
-    with pytest.raises(SystemExit) as exit_:
-        main(ImageTask, ImageArguments, image_argv(out, tiny_images, tiny_model))
+    # Python's own Ctrl-C handler, as in a terminal: a process started in the background of a
+    # non-interactive shell inherits SIGINT ignored, and then no Ctrl-C could reach it at all.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main(ImageTask, ImageArguments, image_argv(out, tiny_images, tiny_model))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert exit_.value.code == code
     line = one_error_line(capsys)
     assert f"stopped by {name} outside the training loop" in line
