@@ -105,9 +105,7 @@ def test_a_stop_signal_while_loading_exits_with_one_line_and_touches_nothing(sig
                                                                             tiny_images, tiny_model, monkeypatch,
                                                                             capsys):
     def interrupted(self):
-        # As a user's Ctrl-C or a scheduler's preemption would, mid-load. raise_signal delivers it to this
-        # thread: os.kill may hand it to another thread, and the handler then runs after the next line.
-        signal.raise_signal(signum)
+        signal.raise_signal(signum)  # as a user's Ctrl-C or a scheduler's preemption would, mid-load
         raise AssertionError("the signal should have stopped the run")
 
     monkeypatch.setattr(ImageTask, "load_data", interrupted)
