@@ -122,7 +122,10 @@ IMAGE = Bench(
               "shorter rise at batch 32": [*SHORT_RISE, *HALF_BATCH],
               # The same three changes at the quickstart's own schedule (1 epoch), to measure them at its size.
               "recommended + weight EMA and 10% rise at batch 32": [
-                  "--model_ema", "true", "--one_cycle_pct_start", "0.1", *HALF_BATCH]},
+                  "--model_ema", "true", "--one_cycle_pct_start", "0.1", *HALF_BATCH],
+              # The LR range test inside the run (its time counted), not a separate, untimed command.
+              "recommended, learning_rate auto": ["--learning_rate", "auto"],
+              "recommended, learning_rate auto over 40 steps": ["--learning_rate", "auto", "--lr_find_steps", "40"]},
     defaults={"target": 0.85, "max_train_samples": 10000, "max_eval_samples": 2000, "epochs": 2, "eval_steps": 20,
               "sweep": "1e-4,3e-4,1e-3,3e-3", "image_size": 64},
 )
@@ -217,7 +220,8 @@ def summarise(name: str, lr: float, argv: list[str], rows_per_seed: list[list[di
     reached = sorted(t for t in times if t is not None)
     finals = [rows[-1][metric] for rows in rows_per_seed]
     inf = float("inf")  # a seed that never reaches the target counts as infinitely slow in the medians
-    return {"config": name, "learning_rate": lr, "epochs": flag(argv, "num_train_epochs"),
+    stated = flag(argv, "learning_rate") if "--learning_rate" in argv else lr
+    return {"config": name, "learning_rate": "auto" if stated == "auto" else lr, "epochs": flag(argv, "num_train_epochs"),
             "batch": flag(argv, "per_device_train_batch_size"), "seeds": len(times), "reached": len(reached),
             "median_s": statistics.median([t if t is not None else inf for t in times]),
             "min_s": reached[0] if reached else None, "max_s": reached[-1] if reached else None,
@@ -264,7 +268,8 @@ def markdown(results: list[dict], meta: dict) -> str:
         speedup = (f"{base / r['median_s']:.2f}x" if r["median_s"] not in (0, float("inf"))
                    and base != float("inf") else "-")
         steps = "never" if r["median_steps"] == float("inf") else f"{r['median_steps']:.0f}"
-        lines.append(f"| {r['config']} | {r['epochs']} | {r['batch']} | {r['learning_rate']:.2g} | "
+        lr = r["learning_rate"] if isinstance(r["learning_rate"], str) else f"{r['learning_rate']:.2g}"
+        lines.append(f"| {r['config']} | {r['epochs']} | {r['batch']} | {lr} | "
                      f"{r['reached']}/{r['seeds']} | {median} | {spread} | {speedup} | "
                      f"{ratio_text(paired_ratios(baseline['times_s'], r['times_s']))} | {steps} | "
                      f"{r['final_median']:.4f} ({r['final_min']:.4f}-{r['final_max']:.4f}) |")
@@ -300,7 +305,8 @@ def run_all(bench: Bench, a: argparse.Namespace, configs: list[str], common: lis
     seeds = range(a.first_seed, a.first_seed + a.seeds)
 
     def submit(extra: list[str], lr: float, seed: int) -> concurrent.futures.Future:
-        argv = [*common, *extra, "--learning_rate", str(lr), "--seed", str(seed)]
+        # The LR before the configuration's own flags, so that one (learning_rate auto) may replace it.
+        argv = [*common, "--learning_rate", str(lr), *extra, "--seed", str(seed)]
         # Every configuration is evaluated after the same number of training samples, whatever its batch.
         batch, common_batch = (int(flag(x, "per_device_train_batch_size")) for x in (argv, common))
         if batch != common_batch:

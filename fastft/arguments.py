@@ -228,6 +228,9 @@ def _add_flag(group: Any, name: str, tp: Any, help: str) -> None:
         kwargs.update(nargs="*", metavar="V")
     elif typing.get_origin(tp) is Literal:
         kwargs["metavar"] = "|".join(typing.get_args(tp))
+    elif typing.get_origin(tp) is typing.Union:  # e.g. FLOAT|auto
+        kwargs["metavar"] = "|".join("|".join(typing.get_args(m)) if typing.get_origin(m) is Literal
+                                     else m.__name__.upper() for m in typing.get_args(tp))
     else:
         kwargs["metavar"] = tp.__name__.upper()
     group.add_argument(f"--{name}", **kwargs)

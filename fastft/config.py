@@ -44,8 +44,9 @@ class TrainingArguments:
     gradient_accumulation_steps: int = field(1, "Micro-batches accumulated per optimizer step.", min=1)
     auto_find_batch_size: bool = field(False, "On out-of-memory, halve the per-device batch and raise "
                                        "accumulation, keeping the global batch.")
-    learning_rate: float = field(1e-3, "Peak learning rate, stated at reference_batch_size.",
-                                 min=0, exclusive_min=True)
+    learning_rate: typing.Union[float, Literal["auto"]] = field(
+        1e-3, "Peak learning rate, stated at reference_batch_size; auto: an LR range test at the run's start picks it.",
+        min=0, exclusive_min=True)
     reference_batch_size: Optional[int] = field(
         None, "Global batch at which learning_rate is stated; unset means no LR scaling.", min=1)
     lr_scaling: Literal["linear", "sqrt", "none"] = field(
@@ -155,10 +156,19 @@ class TrainingArguments:
 
 
 def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """The type without its None, and whether None was allowed (a union of several types stays one)."""
     if typing.get_origin(tp) is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0], True
+        optional = len(args) < len(typing.get_args(tp))
+        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), optional
     return tp, False
+
+
+def _expected(tp: Any) -> str:
+    """What a value of ``tp`` looks like, for an error message."""
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(map(str, typing.get_args(tp)))
+    return {float: "a number", int: "an integer", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
 
 _TRUE = {"true", "yes", "1", "on"}
@@ -176,6 +186,14 @@ def coerce(name: str, value: Any, tp: Any, where: str) -> Any:
 
     def bad(expected: str) -> UserError:
         return UserError(f"{name} in {where} must be {expected}, got {value!r}")
+
+    if origin is typing.Union:  # e.g. a number or "auto": the first member that takes the value
+        for member in typing.get_args(base):
+            try:
+                return coerce(name, value, member, where)
+            except UserError:
+                pass
+        raise bad(" or ".join(_expected(m) for m in typing.get_args(base)))
 
     if origin is Literal:
         choices = typing.get_args(base)

@@ -77,8 +77,12 @@ class Trainer:
     """One run. ``__init__`` builds what every use of the loop needs (``fastft.lr_find`` steps it
     too); ``fit`` adds the run's own state (output_dir, resume, the Hub, the weight average) and trains."""
 
-    def __init__(self, task: Task, args: TrainingArguments):
+    def __init__(self, task: Task, args: TrainingArguments, learning_rate: Optional[float] = None,
+                 lr_find_s: float = 0.0):
+        """``learning_rate`` and ``lr_find_s``: for ``learning_rate: auto``, what the LR range test at the start
+        picked and how long it took (counted in the run's time, as a user waits for it)."""
         self.task, self.args = task, args
+        self.learning_rate, self.lr_find_s = learning_rate, lr_find_s
         self._setup_accelerator()
         self._setup_data_and_model()
         self._setup_optimization()
@@ -106,7 +110,8 @@ class Trainer:
             self.adapter = lora.LoraAdapter(self.model, args, task.head_parameters(self.model), name)
             for line in self.adapter.summary:
                 self.accelerator.print(line)
-        self.plan: TrainPlan = make_plan(args, len(train_set), self.accelerator.num_processes, task.drop_last)
+        self.plan: TrainPlan = make_plan(args, len(train_set), self.accelerator.num_processes, task.drop_last,
+                                         self.learning_rate)
         self.train_set = SeededSamples(train_set, args.seed)
         # One optimizer step's samples on all processes come from one stretch of similar lengths.
         self.order = (LengthGroupedOrder(task.sample_lengths(train_set), self.plan.global_batch_size, args.seed)
@@ -150,6 +155,8 @@ class Trainer:
         """Train to the plan's end (or the target, or a stop signal), save, report, push; the final metrics."""
         self._setup_run()
         args, acc, state, plan = self.args, self.accelerator, self.state, self.plan
+        if state.step == 0:  # a resumed run's elapsed_s holds its LR range test already
+            state.elapsed_s = self.lr_find_s
         self._t0 = time.perf_counter()
         elapsed_before, samples_before = state.elapsed_s, state.step * plan.global_batch_size
         self.progress = tqdm(total=plan.total_steps, initial=state.step, disable=not acc.is_local_main_process,
@@ -184,6 +191,7 @@ class Trainer:
                  "skipped_optimizer_steps": state.skipped_steps,
                  "distributed_type": acc.distributed_type.value,
                  "stopped_at_target": bool(args.stop_at_target and state.step < plan.total_steps),
+                 "lr_find_runtime_s": round(self.lr_find_s, 3) if args.learning_rate == "auto" else None,
                  "metric_for_best_model": self.best_metric,
                  "best_model_step": state.best_step if args.load_best_model_at_end else None}
         self._finish(final)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,6 +25,8 @@ from matplotlib.figure import Figure
 from fastft import output_folder
 from fastft.batches import windows
 from fastft.engine import Trainer
+from fastft.errors import UserError
+from fastft.launch import launch_state
 from fastft.schedules import RangeTest, Scheduler
 
 SUGGESTION = "valley"  # the rule the plot and the printed line go by
@@ -88,6 +91,7 @@ def run_lr_find(task: Any, args: Any) -> dict[str, Any]:
     """Sweep the LR on the task's model and data through the engine's own step; returns what lr_find.json holds."""
     # It writes only lr_find.json and plots/lr_find.png, but not into someone else's folder.
     output_folder.check(Path(args.output_dir))
+    started = time.perf_counter()
     trainer = Trainer(task, args)
     acc = trainer.accelerator
     peak = trainer.scheduler.peak_lr()
@@ -121,13 +125,51 @@ def run_lr_find(task: Any, args: Any) -> dict[str, Any]:
               "suggested_at_global_batch": found, "global_batch_size": trainer.plan.global_batch_size,
               "reference_batch_size": trainer.plan.reference_batch_size, "steps_run": len(lrs),
               "suggestion": SUGGESTION}
+    # The sweep's model, optimizer state and loaders go before anything else is built (learning_rate auto
+    # builds the run's own next); its wall time, model loading included, is what a user waits for.
+    del trainer
+    acc.free_memory()
+    result["runtime_s"] = time.perf_counter() - started
     if acc.is_main_process:
         out = Path(args.output_dir)
         (out / "plots").mkdir(parents=True, exist_ok=True)
         (out / "lr_find.json").write_text(json.dumps(result, indent=1))
         plot = out / "plots" / "lr_find.png"
-        lr_find_figure(lrs, losses, found.get(SUGGESTION), trainer.plan.global_batch_size).savefig(plot, dpi=100)
-        stated = (f" (learning_rate at reference batch {trainer.plan.reference_batch_size}, which fastft scales "
-                  f"by {scale:.3g} for global batch {trainer.plan.global_batch_size})" if scale != 1 else "")
+        lr_find_figure(lrs, losses, found.get(SUGGESTION), result["global_batch_size"]).savefig(plot, dpi=100)
+        stated = (f" (learning_rate at reference batch {result['reference_batch_size']}, which fastft scales "
+                  f"by {scale:.3g} for global batch {result['global_batch_size']})" if scale != 1 else "")
         acc.print(summary_line(result["suggested"], len(lrs), stated, plot))
     return result
+
+
+def auto_learning_rate(task: Any, args: Any) -> tuple[Optional[float], float]:
+    """For ``learning_rate: auto``: the LR the range test at the run's start picks (as ``learning_rate``, at
+    reference_batch_size) and the seconds it took; (None, 0) for a recipe that states its LR.
+
+    The run is then built afresh from the recipe's seed, so it starts from the weights, data order and random
+    state the sweep started from: it equals a run given that LR. A resumed run reuses the pick its start
+    saved in lr_find.json (the checkpoint's plan holds the LR it scaled, and refuses another).
+    """
+    if args.learning_rate != "auto":
+        return None, 0.0
+    path = Path(args.output_dir) / "lr_find.json"
+    if output_folder.resume_candidates(args):
+        try:
+            saved = json.loads(path.read_text())
+            picked, seconds = float(saved["suggested"][saved["suggestion"]]), float(saved.get("runtime_s", 0.0))
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"learning_rate auto: {path} holds no LR range test pick, and this run resumes from a "
+                            f"checkpoint trained at the LR its start picked there; set learning_rate to that LR, or "
+                            f"start afresh with --overwrite_output_dir true") from None
+        launch_state().print(f"learning_rate auto: resuming at {picked:.4g}, the LR range test's pick at this "
+                             f"run's start ({path})")
+        return picked, seconds
+    result = run_lr_find(task, args)
+    if SUGGESTION not in result["suggested"]:
+        raise UserError(f"learning_rate auto: the LR range test stopped after {result['steps_run']} steps, too "
+                        f"few to pick an LR (see {path.parent / 'plots' / 'lr_find.png'}); set learning_rate, or "
+                        f"lower lr_find_start or raise lr_find_steps")
+    picked = result["suggested"][SUGGESTION]
+    launch_state().print(f"learning_rate auto: training at {picked:.4g} (the {SUGGESTION} rule); the range test "
+                         f"took {result['runtime_s']:.1f}s, counted in the run's time")
+    return picked, result["runtime_s"]

@@ -80,6 +80,9 @@ def hyperparameters(recipe: dict[str, Any], derived: dict[str, Any], metrics: di
     if isinstance(lr, float) and isinstance(stated, float) and lr != stated:  # scaled with the global batch
         rows[0] = ("learning_rate", f"{lr:g} (the recipe's {stated:g} at batch {recipe.get('reference_batch_size')}, "
                                     f"{recipe.get('lr_scaling')} scaling)")
+    if stated == "auto" and isinstance(lr, float):
+        rows[0] = ("learning_rate", f"{lr:g} (learning_rate auto: picked by the LR range test at the run's start, "
+                                    f"lr_find.json)")
     rows += [("train_batch_size", per_device), ("eval_batch_size", recipe.get("per_device_eval_batch_size")),
              ("seed", recipe.get("seed"))]
     kind = DISTRIBUTED.get(str(metrics.get("distributed_type")))

@@ -33,6 +33,9 @@ class TrainPlan:
     schedule: Schedule
     model_ema_decay: float | None = None  # None: no weight averaging
     model_ema_warmup: bool = False
+    # recipe: as the recipe states it; lr_find: learning_rate auto, picked by the range test at the start;
+    # pending: learning_rate auto before that test (its own plan, or a dry run's)
+    learning_rate_source: str = "recipe"
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -44,9 +47,16 @@ class TrainPlan:
         s = self.schedule
         ref = (f"{self.learning_rate:g} at reference batch {self.reference_batch_size}"
                if self.reference_batch_size else f"{self.learning_rate:g} (no LR scaling)")
+        scaled = f"{self.scaled_learning_rate:.6g}"
         checkpoints = sorted({0, self.warmup_steps, self.total_steps // 2, self.total_steps - 1})
         points = ", ".join(f"step {t}: {self.scaled_learning_rate * s.lr_factor(t):.4g}" for t in checkpoints
                            if 0 <= t < self.total_steps)
+        if self.learning_rate_source == "lr_find":
+            ref += " (learning_rate auto: found by the LR range test at the start)"
+        pending = self.learning_rate_source == "pending"
+        if pending:  # the peak is not known yet: the schedule as its fractions
+            ref = scaled = "auto: the LR range test at the run's start picks it (its valley rule)"
+            points = ", ".join(f"step {t}: {s.lr_factor(t):.4g} x peak" for t in checkpoints if 0 <= t < self.total_steps)
         lines = [
             f"world size (processes):     {self.num_processes}",
             f"per-device batch:           {self.per_device_train_batch_size}",
@@ -56,9 +66,10 @@ class TrainPlan:
             f"optimizer steps per epoch:  {self.steps_per_epoch}",
             f"total optimizer steps:      {self.total_steps} ({self.num_epochs:.3g} epochs)",
             f"learning rate (recipe):     {ref}",
-            f"learning rate (scaled):     {self.scaled_learning_rate:.6g}",
+            f"learning rate (scaled):     {scaled}",
             f"warmup steps:               {self.warmup_steps}"
-            + (f" (from {s.warmup_start * self.scaled_learning_rate:.4g})" if s.warmup_start else ""),
+            + (f" (from {s.warmup_start * self.scaled_learning_rate:.4g})" if s.warmup_start and not pending
+               else f" (from {s.warmup_start:.4g} x peak)" if s.warmup_start else ""),
             f"schedule:                   {s.kind}; LR at {points}",
         ]
         if s.momentum(0) is not None:
@@ -78,8 +89,14 @@ def batches_per_process(num_samples: int, batch_size: int, num_processes: int, d
 
 
 def make_plan(args: TrainingArguments, num_train_samples: int, num_processes: int,
-              drop_last: bool = False) -> TrainPlan:
-    """Resolve steps, warmup, LR and schedule for this dataset and world size."""
+              drop_last: bool = False, learning_rate: float | None = None) -> TrainPlan:
+    """Resolve steps, warmup, LR and schedule for this dataset and world size.
+
+    ``learning_rate`` is what the LR range test found for a recipe's ``learning_rate: auto``; without it such
+    a plan is the range test's own (its LR factors apply to a peak of 1) and says the peak is not yet known.
+    """
+    auto = args.learning_rate == "auto"
+    stated = learning_rate if learning_rate is not None else 1.0 if auto else args.learning_rate
     batches = batches_per_process(num_train_samples, args.per_device_train_batch_size, num_processes, drop_last)
     # a global batch must fit in the data (as drop_last already demands); else LR scaling assumes samples
     # that are not there, and even_batches would pad every process's batch with repeats
@@ -106,11 +123,11 @@ def make_plan(args: TrainingArguments, num_train_samples: int, num_processes: in
         raise UserError(f"warmup_steps ({warmup}) must be fewer than the total optimizer steps ({total})")
 
     global_batch = args.per_device_train_batch_size * num_processes * args.gradient_accumulation_steps
-    scaled = scale_lr(args.learning_rate, global_batch, args.reference_batch_size, args.lr_scaling)
+    scaled = scale_lr(stated, global_batch, args.reference_batch_size, args.lr_scaling)
     schedule = Schedule(
         kind=args.lr_scheduler_type, total_steps=total, warmup_steps=warmup,
         # Goyal et al. warm up from the reference LR to the scaled one; otherwise from 0.
-        warmup_start=args.learning_rate / scaled if scaled > args.learning_rate else 0.0,
+        warmup_start=stated / scaled if scaled > stated else 0.0,
         min_lr_ratio=args.min_lr_ratio,
         milestones=tuple(sorted(round(float(e) * steps_per_epoch) for e in args.lr_decay_epochs)),  # for bisect
         decay_rate=args.lr_decay_rate, div_factor=args.one_cycle_div_factor,
@@ -124,7 +141,8 @@ def make_plan(args: TrainingArguments, num_train_samples: int, num_processes: in
         gradient_accumulation_steps=args.gradient_accumulation_steps, global_batch_size=global_batch,
         num_train_samples=num_train_samples, batches_per_epoch=batches, steps_per_epoch=steps_per_epoch,
         total_steps=total, num_epochs=total / steps_per_epoch, warmup_steps=warmup,
-        learning_rate=args.learning_rate, reference_batch_size=args.reference_batch_size,
+        learning_rate=stated, reference_batch_size=args.reference_batch_size,
         scaled_learning_rate=scaled, schedule=schedule,
         model_ema_decay=args.model_ema_decay if args.model_ema else None, model_ema_warmup=args.model_ema_warmup,
+        learning_rate_source=("lr_find" if learning_rate is not None else "pending") if auto else "recipe",
     )

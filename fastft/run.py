@@ -18,7 +18,7 @@ from fastft.config import TrainingArguments, check_training_args, to_dict
 from fastft.engine import Trainer
 from fastft.errors import exit_on_user_error
 from fastft.launch import launch_state
-from fastft.lr_find import run_lr_find
+from fastft.lr_find import auto_learning_rate, run_lr_find
 from fastft.metrics import check_metric_names
 from fastft.optim import check_optimizer_name
 from fastft.plan import make_plan
@@ -68,7 +68,7 @@ def dry_run(task: Task, args: TrainingArguments) -> str:
 def train(task: Task, args: TrainingArguments) -> dict[str, Any]:
     """Train ``task`` as the recipe says and return the final metrics."""
     if not args.auto_find_batch_size:
-        return Trainer(task, args).fit()
+        return _fit(task, args)
     # On out-of-memory, retry with a smaller per-device batch and more accumulation, keeping the
     # global batch (and so the scaled LR and the schedule) unchanged.
     per_process = args.per_device_train_batch_size * args.gradient_accumulation_steps
@@ -87,6 +87,13 @@ def train(task: Task, args: TrainingArguments) -> dict[str, Any]:
         if batch_size != args.per_device_train_batch_size:
             launch_state().print(f"auto_find_batch_size: out of memory; retrying with per-device batch "
                                  f"{batch_size} x {trial.gradient_accumulation_steps} accumulation steps")
-        return Trainer(task, trial).fit()
+        return _fit(task, trial)
 
     return attempt()
+
+
+def _fit(task: Task, args: TrainingArguments) -> dict[str, Any]:
+    """Build the run and train it; with learning_rate auto, the LR range test first (again after an
+    out-of-memory retry, at the new per-device batch)."""
+    learning_rate, lr_find_s = auto_learning_rate(task, args)
+    return Trainer(task, args, learning_rate, lr_find_s).fit()

@@ -24,6 +24,8 @@ TRICKS: list[Trick] = [
           "[Goyal et al. 2017](https://arxiv.org/abs/1706.02677)"),
     Trick("one-cycle LR with inverse momentum", ("lr_scheduler_type",), lambda r: r.get("lr_scheduler_type") == "one_cycle",
           "[Smith & Topin 2018](https://arxiv.org/abs/1708.07120)"),
+    Trick("LR picked by a range test at the run's start", ("learning_rate",), lambda r: r.get("learning_rate") == "auto",
+          "[Smith 2017](https://arxiv.org/abs/1506.01186)"),
     Trick("cyclical LR", ("lr_scheduler_type", "cyclic_mode"), lambda r: r.get("lr_scheduler_type") == "cyclic",
           "[Smith 2017](https://arxiv.org/abs/1506.01186)"),
     Trick("inverse square-root LR with warmup", ("lr_scheduler_type",),
