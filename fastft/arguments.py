@@ -204,9 +204,9 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
         "max_momentum"),
     "tricks": ("label_smoothing_factor", "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob",
                "auto_augment", "hflip", "train_crop_scale_min", "image_size", "eval_crop_pct", "freeze_epochs",
-               "head_lr_scale", "layer_decay", "mixed_precision", "channels_last", "model_ema", "model_ema_decay",
-               "model_ema_warmup", "gradient_checkpointing", "torch_compile", "torch_compile_backend",
-               "torch_compile_mode", "group_by_length"),
+               "cache_frozen_features", "head_lr_scale", "layer_decay", "mixed_precision", "channels_last",
+               "model_ema", "model_ema_decay", "model_ema_warmup", "gradient_checkpointing", "torch_compile",
+               "torch_compile_backend", "torch_compile_mode", "group_by_length"),
     "parameter-efficient fine-tuning": ("peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
                                         "merge_lora"),
     "evaluation and checkpoints": (

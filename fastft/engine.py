@@ -237,6 +237,7 @@ class Trainer:
             epoch = state.epoch
             if args.freeze_epochs:  # else requires_grad stays as the task set it (e.g. a frozen speech encoder)
                 set_backbone_frozen(self._unwrapped(), self.head, epoch < args.freeze_epochs, self.trainable)
+                self.task.set_head_only(epoch < args.freeze_epochs)
             self.train_loader.set_epoch(epoch)
             self.train_set.epoch = epoch
             if self.order is not None:  # accelerate passes set_epoch on too; this does not depend on how

@@ -62,6 +62,8 @@ class ImageArguments(DatasetFields):
     on_bad_image: Literal["error", "skip"] = field("error", "An unreadable image stops the run, or is skipped "
                                                    "with a warning.")
     mixup_switch_prob: float = field(0.5, "Probability of cutmix instead of mixup when both are on.", min=0, max=1)
+    cache_frozen_features: bool = field(False, "During freeze_epochs, train the head on each image's features "
+                                               "computed once, un-augmented (a linear probe, LP-FT).")
 
 
 @dataclasses.dataclass

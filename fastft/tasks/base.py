@@ -77,6 +77,10 @@ class Task(abc.ABC):
     def save_model(self, model: nn.Module, output_dir: Path) -> None:
         """Write the model so the ecosystem reloads it (and this script, via model_name_or_path)."""
 
+    def set_head_only(self, head_only: bool) -> None:
+        """With freeze_epochs: whether the epoch about to begin trains the head alone (the engine says so
+        before its first batch is loaded)."""
+
     def sample_lengths(self, train_set: torch.utils.data.Dataset) -> list[int]:
         """Each training sample's length in tokens, for ``group_by_length`` (tasks with has_token_lengths)."""
         raise NotImplementedError(f"{type(self).__name__} has no token lengths")

@@ -8,10 +8,12 @@ from typing import Any, Iterable, Optional
 
 import datasets
 import torch
+from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
 from fastft.config import TrainingArguments
 from fastft.errors import UserError
+from fastft.feature_cache import FrozenFeatures, head_only
 from fastft.image_models import (create_image_classifier, head_of, image_data_config, model_family,
                                  save_image_classifier)
 from fastft.metrics import load_metric
@@ -34,16 +36,30 @@ class _Images(torch.utils.data.Dataset):
     skipped (``None``, dropped by ``collate``) when the recipe says ``on_bad_image: skip``.
     """
 
-    def __init__(self, ds: datasets.Dataset, image_column: str, label_column: str, transform: Any, skip_bad: bool):
+    def __init__(self, ds: datasets.Dataset, image_column: str, label_column: str, transform: Any, skip_bad: bool,
+                 probe: Optional[tuple[Any, torch.Tensor]] = None):
         self.ds = ds.cast_column(image_column, datasets.Image(decode=False))
         self.image_column, self.label_column, self.transform, self.skip_bad = image_column, label_column, \
             transform, skip_bad
         self.skipped = 0
+        # cache_frozen_features: the un-augmented transform and which images' features are cached, used in
+        # the head-only epochs; items are then (pixels or None if cached, label, index)
+        self.probe, self.head_only = probe, False
+        self.labels = ds[label_column] if probe else None
 
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getitem__(self, i: int) -> Optional[tuple[torch.Tensor, int]]:
+    def __getitem__(self, i: int) -> Optional[tuple]:
+        if not self.head_only:
+            return self._decoded(i, self.transform)
+        transform, cached = self.probe
+        if cached[i]:
+            return None, int(self.labels[i]), i
+        item = self._decoded(i, transform)
+        return item if item is None else (*item, i)
+
+    def _decoded(self, i: int, transform: Any) -> Optional[tuple[torch.Tensor, int]]:
         from PIL import Image
 
         row = self.ds[i]
@@ -59,7 +75,7 @@ class _Images(torch.utils.data.Dataset):
             self.skipped += 1
             warnings.warn(f"skipping unreadable image {source} ({self.skipped} so far)", stacklevel=2)
             return None
-        return self.transform(pixels), int(row[self.label_column])
+        return transform(pixels), int(row[self.label_column])
 
 
 def _kind(feature: Any) -> str:
@@ -91,6 +107,14 @@ class ImageTask(Task):
         _check_auto_augment(task_args.auto_augment)
         self.label_names: Optional[list[str]] = None
         self.mixup: Optional[MixupCutmix] = None
+        self.frozen: Optional[FrozenFeatures] = None  # cache_frozen_features: the head-only epochs' features
+        if task_args.cache_frozen_features:
+            if not args.freeze_epochs:
+                raise UserError("cache_frozen_features caches what the head sees during freeze_epochs: set "
+                                "freeze_epochs (e.g. 1), or drop cache_frozen_features")
+            if args.peft != "none" or args.torch_compile:
+                raise UserError("cache_frozen_features trains the plain model's classifier on its own: it does not "
+                                "combine with peft or torch_compile; drop one")
 
     # -- data --------------------------------------------------------------------------
     def _load_raw(self) -> datasets.DatasetDict:
@@ -169,8 +193,16 @@ class ImageTask(Task):
                                      a.mixup_switch_prob, self.args.label_smoothing_factor)
         self.metric = load_metric("accuracy")
         skip = a.on_bad_image == "skip"
-        return (_Images(train, self.image_column, self.label_column, train_tf, skip),
-                _Images(evaluation, self.image_column, self.label_column, eval_tf, skip))
+        self.frozen = FrozenFeatures(len(train)) if a.cache_frozen_features else None
+        self.train_images = _Images(train, self.image_column, self.label_column, train_tf, skip,
+                                    (eval_tf, self.frozen.cached) if self.frozen else None)
+        return self.train_images, _Images(evaluation, self.image_column, self.label_column, eval_tf, skip)
+
+    def set_head_only(self, head_only: bool) -> None:
+        if self.frozen is not None:
+            self.train_images.head_only = head_only
+            if not head_only:  # unfrozen: the backbone changes, and its cached features are of no more use
+                self.frozen.features = None
 
     def _transforms(self) -> tuple[Any, Any]:
         from timm.data import create_transform
@@ -190,10 +222,17 @@ class ImageTask(Task):
         self.data_config = cfg
         return train_tf, eval_tf
 
-    def collate(self, examples: list[Optional[tuple[torch.Tensor, int]]]) -> dict[str, torch.Tensor]:
+    def collate(self, examples: list[Optional[tuple]]) -> dict[str, torch.Tensor]:
         examples = [e for e in examples if e is not None]  # unreadable images, with on_bad_image: skip
         if not examples:
             raise UserError("a whole batch of images was unreadable; check the dataset's image files")
+        if len(examples[0]) == 3:  # a head-only epoch on cached features: the images not yet cached come decoded
+            decoded = [e[0] is not None for e in examples]
+            batch = {"index": torch.tensor([e[2] for e in examples]), "decoded": torch.tensor(decoded),
+                     "labels": torch.tensor([e[1] for e in examples], dtype=torch.long)}
+            if any(decoded):
+                batch["pixel_values"] = torch.stack([e[0] for e in examples if e[0] is not None])
+            return batch
         images, labels = zip(*examples)
         return {"pixel_values": torch.stack(images), "labels": torch.tensor(labels, dtype=torch.long)}
 
@@ -217,6 +256,13 @@ class ImageTask(Task):
         return x.contiguous(memory_format=torch.channels_last) if self.args.channels_last else x
 
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "index" in batch:  # cache_frozen_features, a head-only epoch: a linear probe, without augmentation
+            head = head_of(extract_model_from_parallel(model))
+            pixels = {"pixel_values": self._inputs(batch)} if "pixel_values" in batch else {}
+            features = self.frozen.features_of(model, head, {**batch, **pixels})
+            with head_only(model, head):
+                logits = model(features)
+            return classification_loss(logits, batch["labels"], self.args.label_smoothing_factor) * len(features)
         x, y = self._inputs(batch), batch["labels"]
         if self.mixup is not None:
             x, y = self.mixup(x, y)
