@@ -124,8 +124,12 @@ IMAGE = Bench(
               "recommended + weight EMA and 10% rise at batch 32": [
                   "--model_ema", "true", "--one_cycle_pct_start", "0.1", *HALF_BATCH],
               # The LR range test inside the run (its time counted), not a separate, untimed command.
-              "recommended, learning_rate auto": ["--learning_rate", "auto"],
-              "recommended, learning_rate auto over 40 steps": ["--learning_rate", "auto", "--lr_find_steps", "40"]},
+              "recommended with learning_rate auto": ["--learning_rate", "auto"],
+              "recommended with learning_rate auto over 40 steps": ["--learning_rate", "auto", "--lr_find_steps", "40"],
+              # A head-only epoch before the recipe's, its features computed once or not (LP-FT, Kumar et al. 2022).
+              "recommended after a head-only epoch": ["--freeze_epochs", "1", "--num_train_epochs", "2"],
+              "recommended after a cached linear-probe epoch": ["--freeze_epochs", "1", "--num_train_epochs", "2",
+                                                                "--cache_frozen_features", "true"]},
     defaults={"target": 0.85, "max_train_samples": 10000, "max_eval_samples": 2000, "epochs": 2, "eval_steps": 20,
               "sweep": "1e-4,3e-4,1e-3,3e-3", "image_size": 64},
 )

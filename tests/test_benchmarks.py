@@ -91,6 +91,35 @@ def test_a_smaller_batch_is_evaluated_after_as_many_samples(tmp_path, monkeypatc
     assert grid == {"64": "8", "32": "16", "128": "4"}
 
 
+def test_a_configuration_with_learning_rate_auto_keeps_it_and_says_so(tmp_path, monkeypatch):
+    stated = {}
+
+    def fake_run(script, argv, out, threads):
+        stated[tta.flag(argv, "lr_find_steps") if "--lr_find_steps" in argv else None] = tta.flag(argv, "learning_rate")
+        return rows((8, 10.0, 1.0, 0.9))
+
+    monkeypatch.setattr(tta, "run_once", fake_run)
+    tta.main(["--seeds", "1", "--baseline_lr", "3e-3", "--recommended_lr", "2e-3", "--out", str(tmp_path),
+              "--configs", "baseline,recommended with learning_rate auto over 40 steps", "--stem", "t"])
+    assert stated == {None: "0.003", "40": "auto"}
+    assert "| recommended with learning_rate auto over 40 steps | 1 | 64 | auto |" in (tmp_path / "t.md").read_text()
+
+
+def test_the_peers_table_pairs_fastft_with_each_peer_by_seed():
+    peers = load("peers")
+    ours = tta.summarise("fastft", 2e-3, ["--num_train_epochs", "2", "--per_device_train_batch_size", "32"],
+                         [rows((8, 10.0, 1.0, 0.9)), rows((8, 20.0, 1.0, 0.9))], 0.8, "eval_accuracy")
+    peer = tta.summarise("fastai", 1e-3, ["--num_train_epochs", "3", "--per_device_train_batch_size", "64"],
+                         [rows((8, 28.0, 1.0, 0.9)), rows((8, 30.0, 1.0, 0.7))], 0.8, "eval_accuracy")
+    meta = {"metric": "eval_accuracy", "target": 0.8, "eval_samples": 100, "eval_data": "images",
+            "train_samples": 400, "image_size": 64, "threads": 1, "workers": 2, "seeds": 2, "first_seed": 0,
+            "machine": "cpu", "date": "2026-12-03"}
+    table = peers.markdown([ours, peer], meta)
+    # seed 0: 27 s against 9 s, 3x; seed 1: the peer never reaches it, infinitely slower
+    assert "| fastai | 3 | 64 | 0.001 | 1/2 | never | 27-27 | infx (3.00-inf) | never |" in table
+    assert "| fastft | 2 | 32 | 0.002 | 2/2 | 14 | 9-19 | - |" in table
+
+
 @pytest.mark.parametrize("task", ["image", "translation"])
 def test_every_benchmark_configuration_is_a_valid_recipe(task, capsys):
     """Each configuration's flags parse as fields of the task's script (a typo would waste a long run)."""
@@ -104,7 +133,8 @@ def test_every_benchmark_configuration_is_a_valid_recipe(task, capsys):
                           "translation": (TranslationTask, TranslationArguments)}[task]
     variants = [bench.recommended + flags for flags in bench.variants.values()]
     for extra in [bench.no_trainer + flags for flags in bench.tricks.values()] + [bench.recommended, *variants]:
-        argv = [*bench.common, *extra, "--learning_rate", "1e-3", "--num_train_epochs", "1", "--eval_steps", "5",
+        # as the benchmark orders them: the LR first, so a configuration's own (learning_rate auto) wins
+        argv = [*bench.common, "--learning_rate", "1e-3", *extra, "--num_train_epochs", "1", "--eval_steps", "5",
                 "--max_train_samples", "1024", "--output_dir", "unused", "--dry_run"]
         assert main(task_cls, args_cls, argv) is None, extra
     assert "global batch" in capsys.readouterr().out

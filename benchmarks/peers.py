@@ -1,0 +1,202 @@
+"""fastft's image recipe against fastai and the HF Trainer, on the same images, weights, resolution,
+thread count and machine, in one run.
+
+    python benchmarks/peers.py --setup               # fastai's own environment, once (benchmarks/.venv-peers)
+    python benchmarks/peers.py --workers 2 --threads 1 --seeds 3
+
+Each seed exports its own subset of Fashion-MNIST (the subset fastft's ``max_train_samples`` /
+``max_eval_samples`` would draw with that seed) as an imagefolder, and every tool reads that folder
+with the same EfficientNet-Lite0 weights (``fastft:efficientnet_lite0``, a timm checkpoint):
+
+- ``fastft``: ``scripts/train_image.py`` with the benchmark's recipe at this size (time_to_accuracy's
+  ``shorter rise at batch 32``, the image quickstart's changes; its LR from ``--lr_find`` once);
+- ``fastai fine_tune`` / ``fastai fit_one_cycle`` (unfrozen): ``vision_learner`` with fastai's own head,
+  normalisation and ``aug_transforms``, at fastai's default LR and at its ``lr_find`` valley (run before
+  training, untimed, as fastft's own LR test is), in a separate environment (fastai and its
+  dependencies never enter fastft's; it shares fastft's torch and timm through a ``.pth`` file);
+- ``HF Trainer``: transformers' image-classification example (torchvision augmentation, TimmWrapper,
+  ``Trainer``) at its README's hyperparameters.
+
+Time to target is training time only: evaluations (every 512 training images, on the same test
+subset) are subtracted in every tool. Writes benchmarks/results/peers_image.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+
+import machine  # noqa: E402
+import time_to_accuracy as tta  # noqa: E402
+from fastft import reporting  # noqa: E402
+
+PEERS_VENV = REPO / "benchmarks" / ".venv-peers"
+PEER_PACKAGES = ["fastai==2.8.12", "plum-dispatch<2.10"]  # plum 2.10 breaks fastai 2.8's type dispatch
+EVAL_IMAGES = 512  # training images between evaluations, in every tool
+FASTFT_RECIPE = "shorter rise at batch 32"
+
+
+def setup() -> None:
+    """fastai's environment: its own venv whose .pth puts fastft's packages (torch, timm) after its own."""
+    import site
+
+    if not (PEERS_VENV / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    py = PEERS_VENV / "bin" / "python"
+    own = subprocess.run([str(py), "-c", "import site; print(site.getsitepackages()[0])"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    Path(own, "zz_fastft_stack.pth").write_text(site.getsitepackages()[0] + "\n")
+    subprocess.run([str(py), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+
+
+def export(seed: int, train_samples: int, eval_samples: int, root: Path) -> Path:
+    """The seed's subset as imagefolder PNGs: train/<class>/ and test/<class>/."""
+    from fastft.offline import image
+
+    raw = image.dataset_asset("fastft:fashion_mnist")
+    names = raw["train"].features["label"].names
+    folder = root / f"seed-{seed}"
+    for split, size in (("train", train_samples), ("test", eval_samples)):
+        # fastft's own cut (tasks/common.with_eval_split): a seeded shuffle, then the first rows
+        part = raw[split].shuffle(seed=seed).select(range(size))
+        for i, row in enumerate(part):
+            target = folder / split / names[row["label"]].replace("/", "-")
+            target.mkdir(parents=True, exist_ok=True)
+            row["image"].convert("RGB").save(target / f"{i:05d}.png")
+    return folder
+
+
+def run(cmd: list[str], out: Path, threads: int) -> list[dict]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"run failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}")
+    return reporting.read_jsonl(out / reporting.EVAL_LOG)
+
+
+def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[str], str, str]]:
+    """name -> (command without data, seed and output folder; its epochs; its batch)."""
+    fastai = [str(PEERS_VENV / "bin" / "python"), str(REPO / "benchmarks" / "peers" / "fastai_image.py"),
+              "--model", str(model), "--size", str(a.image_size), "--bs", "64", "--eval_every", str(EVAL_IMAGES // 64)]
+    recipe = tta.IMAGE.variants[FASTFT_RECIPE]
+    common = [x for x in tta.IMAGE.common]
+    common[common.index("--dataset_name") + 1] = "imagefolder"
+    fastft = [sys.executable, str(REPO / "scripts" / "train_image.py"), *common, "--image_size", str(a.image_size),
+              *tta.IMAGE.recommended, *recipe, "--learning_rate", str(a.fastft_lr),
+              "--eval_steps", str(EVAL_IMAGES // int(tta.flag(recipe, "per_device_train_batch_size")))]
+    hf = [sys.executable, str(REPO / "benchmarks" / "peers" / "hf_trainer_image.py"), "--model", str(model),
+          "--size", str(a.image_size), "--eval_steps", str(EVAL_IMAGES // 8)]
+    ft, oc = str(a.fine_tune_epochs), str(a.one_cycle_epochs)
+    return {
+        f"fastft ({FASTFT_RECIPE})": (fastft, tta.flag(recipe, "num_train_epochs"),
+                                      tta.flag(recipe, "per_device_train_batch_size")),
+        f"fastai fine_tune({ft}), default LR": ([*fastai, "--method", "fine_tune", "--epochs", ft], f"1+{ft}", "64"),
+        f"fastai fine_tune({ft}), lr_find": ([*fastai, "--method", "fine_tune", "--epochs", ft, "--lr", "lr_find"],
+                                             f"1+{ft}", "64"),
+        f"fastai fit_one_cycle({oc}) unfrozen, default LR": ([*fastai, "--method", "fit_one_cycle", "--epochs", oc],
+                                                             oc, "64"),
+        f"fastai fit_one_cycle({oc}) unfrozen, lr_find": (
+            [*fastai, "--method", "fit_one_cycle", "--epochs", oc, "--lr", "lr_find"], oc, "64"),
+        "HF Trainer, the example's README hyperparameters": (hf, "5", "8"),
+    }
+
+
+def markdown(results: list[dict], meta: dict) -> str:
+    """The table: each configuration's time to target, and how much sooner fastft's recipe (the first row)
+    reached it than each, paired by seed (a seed that never reaches the target is infinitely slow)."""
+    ours = results[0]
+    first = meta["first_seed"]
+    lines = [f"Target {meta['metric']} >= {meta['target']} on {meta['eval_samples']} {meta['eval_data']}; "
+             f"{meta['train_samples']} training images at {meta['image_size']} px, seeds {first}-"
+             f"{first + meta['seeds'] - 1}, {meta['threads']} thread(s) per run, {meta['workers']} run(s) at a "
+             f"time; {meta['machine']}; {meta['date']}.", "",
+             "| configuration | epochs | batch | LR | reached | median time to target (s) | spread (s) | "
+             "fastft sooner by, paired by seed: median (min-max) | median steps to target | "
+             f"final {meta['metric']} (median, min-max) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        lr = r["learning_rate"] if isinstance(r["learning_rate"], str) else f"{r['learning_rate']:.2g}"
+        median = "never" if r["median_s"] == float("inf") else f"{r['median_s']:.0f}"
+        spread = f"{r['min_s']:.0f}-{r['max_s']:.0f}" if r["reached"] else "-"
+        sooner = "-" if r is ours else tta.ratio_text(tta.paired_ratios(r["times_s"], ours["times_s"]))
+        steps = "never" if r["median_steps"] == float("inf") else f"{r['median_steps']:.0f}"
+        lines.append(f"| {r['config']} | {r['epochs']} | {r['batch']} | {lr} | {r['reached']}/{r['seeds']} | "
+                     f"{median} | {spread} | {sooner} | {steps} | {r['final_median']:.4f} "
+                     f"({r['final_min']:.4f}-{r['final_max']:.4f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--setup", action="store_true", help="create fastai's environment and exit")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first_seed", type=int, default=0)
+    p.add_argument("--configs", help="comma-separated names (default: all)")
+    p.add_argument("--target", type=float, default=0.80)
+    p.add_argument("--max_train_samples", type=int, default=4096)
+    p.add_argument("--max_eval_samples", type=int, default=1000)
+    p.add_argument("--image_size", type=int, default=64)
+    p.add_argument("--fastft_lr", type=float, default=2.78e-3, help="the recipe's LR (its --lr_find suggestion)")
+    p.add_argument("--fine_tune_epochs", type=int, default=2, help="fastai fine_tune's unfrozen epochs")
+    p.add_argument("--one_cycle_epochs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", type=Path, default=tta.RESULTS)
+    a = p.parse_args(argv)
+    if a.setup:
+        setup()
+        return 0
+    if not (PEERS_VENV / "bin" / "python").exists():
+        raise SystemExit(f"fastai's environment is missing: python benchmarks/peers.py --setup ({PEERS_VENV})")
+    from fastft.offline import image
+
+    model = Path(image.model_asset("fastft:efficientnet_lite0"))
+    configs = configurations(a, model)
+    names = a.configs.split(",") if a.configs else list(configs)
+    seeds = range(a.first_seed, a.first_seed + a.seeds)
+    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(a.workers) as pool:
+        folders = {s: export(s, a.max_train_samples, a.max_eval_samples, Path(tmp) / "data") for s in seeds}
+        futures = {}
+        for seed in seeds:  # seed-major: the configurations take turns on the machine
+            for name in names:
+                out = Path(tmp) / "runs" / f"{len(futures)}"
+                cmd = [*configs[name][0], "--seed", str(seed)]
+                cmd += (["--data_dir", str(folders[seed]), "--output_dir", str(out)] if "train_image.py" in cmd[1]
+                        else ["--data", str(folders[seed]), "--out", str(out)])
+                futures[name, seed] = (pool.submit(run, cmd, out, a.threads), out)
+        results = []
+        for name in names:
+            per_seed = [futures[name, seed][0].result() for seed in seeds]
+            lrs = [json.loads((futures[name, s][1] / "run.json").read_text())["learning_rate"]
+                   if (futures[name, s][1] / "run.json").exists() else a.fastft_lr for s in seeds]
+            for seed, rows in zip(seeds, per_seed):
+                print(f"{name} seed={seed}: time to target {tta.time_to_target(rows, a.target, 'eval_accuracy')}, "
+                      f"final {rows[-1]['eval_accuracy']:.4f}", flush=True)
+            shown = lrs[0] if len(set(map(str, lrs))) == 1 else "/".join(f"{float(x):.2g}" for x in lrs)
+            _, epochs, batch = configs[name]
+            summary = tta.summarise(name, 0.0, ["--num_train_epochs", epochs, "--per_device_train_batch_size", batch],
+                                    per_seed, a.target, "eval_accuracy")
+            summary["learning_rate"] = shown if isinstance(shown, str) else float(shown)
+            results.append(summary)
+    meta = {"metric": "eval_accuracy", "target": a.target, "eval_samples": a.max_eval_samples,
+            "eval_data": "Fashion-MNIST test images", "train_samples": a.max_train_samples,
+            "image_size": a.image_size, "threads": a.threads, "workers": a.workers, "seeds": a.seeds,
+            "first_seed": a.first_seed, "machine": machine.cpu(), "date": datetime.date.today().isoformat()}
+    table = markdown(results, meta)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "peers_image.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    (a.out / "peers_image.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
