@@ -168,7 +168,8 @@ def _expected(tp: Any) -> str:
     """What a value of ``tp`` looks like, for an error message."""
     if typing.get_origin(tp) is Literal:
         return " or ".join(map(str, typing.get_args(tp)))
-    return {float: "a number", int: "an integer", bool: "true or false", str: "a string"}.get(tp, str(tp))
+    names = {float: "a number (finite, not inf or nan)", int: "an integer", bool: "true or false", str: "a string"}
+    return names.get(tp, str(tp))
 
 
 _TRUE = {"true", "yes", "1", "on"}

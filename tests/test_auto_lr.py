@@ -102,4 +102,4 @@ def test_auto_in_the_dry_run_and_a_sweep_too_short_to_pick(tmp_path, tiny_images
     assert not (out / "metrics.json").exists() and not list(out.glob("checkpoint-*"))
     with pytest.raises(SystemExit):
         run(image_argv(tmp_path / "bad", tiny_images, tiny_model, "--learning_rate", "fast"))
-    assert "learning_rate in the command line must be a number or auto, got 'fast'" in capsys.readouterr().err
+    assert "learning_rate in the command line must be a number (finite, not inf or nan) or auto, got 'fast'" in capsys.readouterr().err
