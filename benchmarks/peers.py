@@ -88,7 +88,7 @@ def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[s
     fastai = [str(PEERS_VENV / "bin" / "python"), str(REPO / "benchmarks" / "peers" / "fastai_image.py"),
               "--model", str(model), "--size", str(a.image_size), "--bs", "64", "--eval_every", str(EVAL_IMAGES // 64)]
     recipe = tta.IMAGE.variants[FASTFT_RECIPE]
-    common = [x for x in tta.IMAGE.common]
+    common = list(tta.IMAGE.common)
     common[common.index("--dataset_name") + 1] = "imagefolder"
     fastft = [sys.executable, str(REPO / "scripts" / "train_image.py"), *common, "--image_size", str(a.image_size),
               *tta.IMAGE.recommended, *recipe, "--learning_rate", str(a.fastft_lr),
