@@ -55,13 +55,23 @@ def test_the_head_only_epochs_decode_each_image_once_and_leave_the_backbone_as_i
 
 
 def test_unfrozen_epochs_train_on_augmented_images_and_a_resume_recomputes_the_cache(tmp_path, tiny_images,
-                                                                                     tiny_model, decodes):
+                                                                                     tiny_model, decodes,
+                                                                                     monkeypatch):
+    caches: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # each run's cache as its last step left it
+    original = FrozenFeatures.features_of
+
+    def kept(self, model, head, batch):
+        features = original(self, model, head, batch)
+        caches[id(self)] = (self.cached.clone(), self.features.clone())
+        return features
+
+    monkeypatch.setattr(FrozenFeatures, "features_of", kept)
     straight = tmp_path / "straight"
     run(image_argv(straight, tiny_images, tiny_model, *CACHED))
     assert sorted(decodes["probe"]) == list(range(45)) and sorted(decodes["train"]) == list(range(45))
     assert "linear probe on features computed once" in (straight / "README.md").read_text()
     # A run that died after epoch 1 (step 6) resumes with an empty cache: the images are decoded again and
-    # their features recomputed, to what the cache held (up to float rounding of other batch sizes).
+    # their features recomputed, to what the cache held.
     resumed = tmp_path / "resumed"
     argv = image_argv(resumed, tiny_images, tiny_model, *CACHED, "--checkpointing_steps", "6", "--save_total_limit", "5")
     run(argv)
@@ -72,8 +82,14 @@ def test_unfrozen_epochs_train_on_augmented_images_and_a_resume_recomputes_the_c
     decodes["probe"].clear()
     run(argv)
     assert sorted(decodes["probe"]) == list(range(45))
+    (first_cached, first), *_, (again_cached, again) = caches.values()
+    assert bool(first_cached.all()) and bool(again_cached.all())
+    # Up to float rounding alone: the recomputed batches hold other images, and some CPUs' convolutions
+    # round differently at other batch sizes.
+    assert torch.allclose(first, again, rtol=1e-5, atol=1e-6)
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # Six unfrozen steps with batch norm amplify that rounding, still far below what the training moved.
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-4) for k in a)
     assert not all(torch.equal(a[k], v) for k, v in load_file(tiny_model / "model.safetensors").items()
                    if not k.startswith("classifier."))  # the backbone trained once unfrozen
 
