@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-import machine  # noqa: E402
+from fastft import host  # noqa: E402
 from fastft import reporting  # noqa: E402
 from fastft.config import TrainingArguments  # noqa: E402
 from fastft.engine import Trainer  # noqa: E402
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     opts.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"threads": opts.threads, "batch": opts.batch, "steps": opts.steps,
                               "warmup": opts.warmup, "repeats": opts.repeats, "mixed_precision": opts.mixed_precision,
-                              "device": machine.describe(),
+                              "device": host.describe(),
                               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "models": {}}
     precision = opts.mixed_precision
     for name, (arch, size) in MODEL_SETS[opts.models].items():

@@ -29,10 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-import machine  # noqa: E402
-from time_to_accuracy import paired_ratios, ratio_text, time_to_target  # noqa: E402
-
+from fastft import host  # noqa: E402
 from fastft import reporting  # noqa: E402
+from fastft.comparison import paired_ratios, ratio_text, time_to_target  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 # task -> (script, recipe, metric, higher is better, sizes: name -> (extra flags, target))
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{task} seed {seed} {name}: {runs[name][-1]['final'][metric]:.2f}", flush=True)
         results = [summary(name, runs[name], metric, target, higher) for name in names]
         meta = {"task": task, "recipe": recipe, "metric": metric, "higher": higher, "target": target,
-                "size": a.size, "seeds": a.seeds, "threads": a.threads, "machine": machine.describe(),
+                "size": a.size, "seeds": a.seeds, "threads": a.threads, "machine": host.describe(),
                 "date": time.strftime("%Y-%m-%d"),
                 "command": shlex.join(["python", "benchmarks/lora.py", *(argv if argv is not None else sys.argv[1:])])}
         stem = a.stem or f"lora_{task}_{a.size}"

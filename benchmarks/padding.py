@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-import machine  # noqa: E402
+from fastft import host  # noqa: E402
 import torch  # noqa: E402
 
 from fastft.arguments import parse_args  # noqa: E402
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     seeds = range(a.seeds)
     results = [measure(t, seeds) for t in (RECIPES if a.task == "all" else [a.task])]
-    meta = {"machine": machine.describe(), "date": time.strftime("%Y-%m-%d"), "seeds": f"0-{a.seeds - 1}",
+    meta = {"machine": host.describe(), "date": time.strftime("%Y-%m-%d"), "seeds": f"0-{a.seeds - 1}",
             "command": " ".join(["python benchmarks/padding.py", *(argv if argv is not None else sys.argv[1:])])}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "padding.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")

@@ -26,7 +26,6 @@ import argparse
 import concurrent.futures
 import datetime
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,9 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-import machine  # noqa: E402
+from fastft import host  # noqa: E402
 import time_to_accuracy as tta  # noqa: E402
-from fastft import reporting  # noqa: E402
+from fastft import comparison  # noqa: E402
 
 PEERS_VENV = REPO / "benchmarks" / ".venv-peers"
 PEER_PACKAGES = ["fastai==2.8.12", "plum-dispatch<2.10"]  # plum 2.10 breaks fastai 2.8's type dispatch
@@ -76,11 +75,10 @@ def export(seed: int, train_samples: int, eval_samples: int, root: Path) -> Path
 
 
 def run(cmd: list[str], out: Path, threads: int) -> list[dict]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"run failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}")
-    return reporting.read_jsonl(out / reporting.EVAL_LOG)
+    try:
+        return comparison.train_process(cmd, out, threads, cwd=REPO)
+    except comparison.RunFailed as err:
+        raise SystemExit(str(err)) from None
 
 
 def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[str], str, str]]:
@@ -110,15 +108,14 @@ def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[s
     }
 
 
-def markdown(results: list[dict], meta: dict) -> str:
+def markdown(results: list[dict], meta: dict, about: str) -> str:
     """The table: each configuration's time to target, and how much sooner fastft's recipe (the first row)
-    reached it than each, paired by seed (a seed that never reaches the target is infinitely slow)."""
+    reached it than each, paired by seed (a seed that never reaches the target is infinitely slow); ``about``
+    opens its first line (the target and the data)."""
     ours = results[0]
     first = meta["first_seed"]
-    lines = [f"Target {meta['metric']} >= {meta['target']} on {meta['eval_samples']} {meta['eval_data']}; "
-             f"{meta['train_samples']} training images at {meta['image_size']} px, seeds {first}-"
-             f"{first + meta['seeds'] - 1}, {meta['threads']} thread(s) per run, {meta['workers']} run(s) at a "
-             f"time; {meta['machine']}; {meta['date']}.", "",
+    lines = [f"{about}, seeds {first}-{first + meta['seeds'] - 1}, {meta['threads']} thread(s) per run, "
+             f"{meta['workers']} run(s) at a time; {meta['machine']}; {meta['date']}.", "",
              "| configuration | epochs | batch | LR | reached | median time to target (s) | spread (s) | "
              "fastft sooner by, paired by seed: median (min-max) | median steps to target | "
              f"final {meta['metric']} (median, min-max) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -189,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"metric": "eval_accuracy", "target": a.target, "eval_samples": a.max_eval_samples,
             "eval_data": "Fashion-MNIST test images", "train_samples": a.max_train_samples,
             "image_size": a.image_size, "threads": a.threads, "workers": a.workers, "seeds": a.seeds,
-            "first_seed": a.first_seed, "machine": machine.cpu(), "date": datetime.date.today().isoformat()}
-    table = markdown(results, meta)
+            "first_seed": a.first_seed, "machine": host.cpu(), "date": datetime.date.today().isoformat()}
+    about = (f"Target {meta['metric']} >= {meta['target']} on {meta['eval_samples']} {meta['eval_data']}; "
+             f"{meta['train_samples']} training images at {meta['image_size']} px")
+    table = markdown(results, meta, about)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "peers_image.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     (a.out / "peers_image.md").write_text(table)

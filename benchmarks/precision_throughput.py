@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import machine  # noqa: E402
+from fastft import host  # noqa: E402
 from engine_overhead import DEVICE, MODEL_SETS, RESULTS, _paired, fastft_run, make_data  # noqa: E402
 
 VARIANTS = {  # name -> (mixed_precision, channels_last)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if opts.warmup >= opts.steps:
         parser.error(f"--warmup {opts.warmup} must be below --steps {opts.steps}")
     device = torch.cuda.get_device_name() if gpu else "cpu"
-    report: dict[str, Any] = {"device": machine.describe(), "batch": opts.batch, "steps": opts.steps,
+    report: dict[str, Any] = {"device": host.describe(), "batch": opts.batch, "steps": opts.steps,
                               "warmup": opts.warmup, "repeats": opts.repeats, "torch": torch.__version__,
                               "date": time.strftime("%Y-%m-%d"), "models": {}}
     for name, (arch, size) in MODEL_SETS[opts.models].items():

@@ -35,7 +35,6 @@ configurations, so every configuration shares the machine alike.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import json
 import os
@@ -49,8 +48,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-import machine  # noqa: E402
-from fastft import reporting  # noqa: E402
+from fastft import host  # noqa: E402
+from fastft import comparison  # noqa: E402
+from fastft.comparison import paired_ratios, ratio_text, steps_to_target, time_to_target  # noqa: E402,F401
 RESULTS = REPO / "benchmarks" / "results"
 
 
@@ -175,40 +175,16 @@ TRANSLATION = Bench(
 BENCHES = {"image": IMAGE, "translation": TRANSLATION}
 
 
-def train(script: str, argv: list[str], out: Path, threads: int) -> None:
-    """scripts/<script> in a fresh process with this many threads; stops the benchmark if it fails."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, str(REPO / "scripts" / script), *argv, "--output_dir", str(out)]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"run failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
-
-
-def run_once(script: str, argv: list[str], out: Path, threads: int) -> list[dict]:
-    """One training run; its evaluation rows."""
-    train(script, argv, out, threads)
-    return reporting.read_jsonl(out / reporting.EVAL_LOG)
-
-
-def time_to_target(rows: list[dict], target: float, metric: str) -> float | None:
-    """Training seconds (evaluation excluded) at the first evaluation reaching the target."""
-    evaluating = 0.0
-    for row in rows:
-        evaluating += row.get("eval_runtime_s", 0.0)
-        if row[metric] >= target:
-            return row["elapsed_s"] - evaluating
-    return None
-
-
-def steps_to_target(rows: list[dict], target: float, metric: str) -> int | None:
-    """Optimizer steps at the first evaluation reaching the target."""
-    return next((row["step"] for row in rows if row[metric] >= target), None)
+def command(script: str, argv: list[str]) -> list[str]:
+    """scripts/<script> with these flags (the runner adds --output_dir)."""
+    return [sys.executable, str(REPO / "scripts" / script), *argv]
 
 
 def lr_find(script: str, argv: list[str], threads: int) -> float:
     """The LR range test's valley suggestion (fastai's default) for these flags."""
     with tempfile.TemporaryDirectory() as tmp:
-        train(script, [*argv, "--lr_find", "true"], Path(tmp), threads)
+        comparison.train_process([*command(script, [*argv, "--lr_find", "true"]), "--output_dir", tmp], Path(tmp),
+                                 threads, cwd=REPO)
         return json.loads((Path(tmp) / "lr_find.json").read_text())["suggested"]["valley"]
 
 
@@ -219,37 +195,11 @@ def flag(argv: list[str], name: str) -> str:
 
 def summarise(name: str, lr: float, argv: list[str], rows_per_seed: list[list[dict]], target: float,
               metric: str) -> dict:
-    times = [time_to_target(rows, target, metric) for rows in rows_per_seed]
-    steps = [steps_to_target(rows, target, metric) for rows in rows_per_seed]
-    reached = sorted(t for t in times if t is not None)
-    finals = [rows[-1][metric] for rows in rows_per_seed]
-    inf = float("inf")  # a seed that never reaches the target counts as infinitely slow in the medians
+    """comparison.summarise, with the LR, epochs and batch the table shows."""
     stated = flag(argv, "learning_rate") if "--learning_rate" in argv else lr
-    return {"config": name, "learning_rate": "auto" if stated == "auto" else lr, "epochs": flag(argv, "num_train_epochs"),
-            "batch": flag(argv, "per_device_train_batch_size"), "seeds": len(times), "reached": len(reached),
-            "median_s": statistics.median([t if t is not None else inf for t in times]),
-            "min_s": reached[0] if reached else None, "max_s": reached[-1] if reached else None,
-            "median_steps": statistics.median([s if s is not None else inf for s in steps]),
-            "final_median": statistics.median(finals), "final_min": min(finals), "final_max": max(finals),
-            "times_s": times, "steps": steps, "finals": finals}
-
-
-def paired_ratios(base_times: list[float | None], times: list[float | None]) -> list[float]:
-    """Baseline time / this configuration's time on the same seed, the seeds where either reached the target
-    (one that never does is infinitely slow). Seeds differ more than configurations: pairing removes that."""
-    inf = float("inf")
-    return [(b if b is not None else inf) / (t if t is not None else inf)
-            for b, t in zip(base_times, times) if b is not None or t is not None]
-
-
-def ratio_text(ratios: list[float]) -> str:
-    """Median (min-max) of paired ratios, as the table shows them."""
-    if not ratios:
-        return "-"
-
-    def fmt(x: float) -> str:
-        return "inf" if x == float("inf") else f"{x:.2f}"
-    return f"{fmt(statistics.median(ratios))}x ({fmt(min(ratios))}-{fmt(max(ratios))})"
+    return {**comparison.summarise(name, rows_per_seed, target, metric),
+            "learning_rate": "auto" if stated == "auto" else lr, "epochs": flag(argv, "num_train_epochs"),
+            "batch": flag(argv, "per_device_train_batch_size")}
 
 
 def markdown(results: list[dict], meta: dict) -> str:
@@ -267,8 +217,7 @@ def markdown(results: list[dict], meta: dict) -> str:
              f"median steps to target | final {meta['metric']} (median, min-max) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
-        median = "never" if r["median_s"] == float("inf") else f"{r['median_s']:.0f}"
-        spread = f"{r['min_s']:.0f}-{r['max_s']:.0f}" if r["reached"] else "-"
+        median, spread = comparison.seconds_text(r)
         speedup = (f"{base / r['median_s']:.2f}x" if r["median_s"] not in (0, float("inf"))
                    and base != float("inf") else "-")
         steps = "never" if r["median_steps"] == float("inf") else f"{r['median_steps']:.0f}"
@@ -276,35 +225,13 @@ def markdown(results: list[dict], meta: dict) -> str:
         lines.append(f"| {r['config']} | {r['epochs']} | {r['batch']} | {lr} | "
                      f"{r['reached']}/{r['seeds']} | {median} | {spread} | {speedup} | "
                      f"{ratio_text(paired_ratios(baseline['times_s'], r['times_s']))} | {steps} | "
-                     f"{r['final_median']:.4f} ({r['final_min']:.4f}-{r['final_max']:.4f}) |")
+                     f"{comparison.final_text(r)} |")
     return "\n".join(lines) + "\n"
 
 
-def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(results) + 1))
-    names = [r["config"] for r in results]
-    for i, r in enumerate(results):
-        times = [t for t in r["times_s"] if t is not None]
-        ax.scatter(times, [i] * len(times), color="tab:blue", alpha=0.6)
-        if r["median_s"] != float("inf"):
-            ax.scatter([r["median_s"]], [i], color="black", marker="|", s=300)
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    ax.set_xlabel("training seconds to target (dots: seeds, bar: median)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def run_all(bench: Bench, a: argparse.Namespace, configs: list[str], common: list[str],
-            pool: concurrent.futures.Executor, tmp: Path) -> tuple[list[dict], dict]:
+            runs: comparison.Runs) -> tuple[list[dict], dict]:
     """The baseline's LR sweep, then every configuration's seeds; (summaries, sweep)."""
-    done: dict[tuple, concurrent.futures.Future] = {}  # the sweep's run at the chosen LR doubles as baseline seed 0
     metric = bench.metric
     seeds = range(a.first_seed, a.first_seed + a.seeds)
 
@@ -315,15 +242,14 @@ def run_all(bench: Bench, a: argparse.Namespace, configs: list[str], common: lis
         batch, common_batch = (int(flag(x, "per_device_train_batch_size")) for x in (argv, common))
         if batch != common_batch:
             argv += ["--eval_steps", str(max(1, round(a.eval_steps * common_batch / batch)))]
-        if tuple(argv) not in done:
-            done[tuple(argv)] = pool.submit(run_once, bench.script, argv, tmp / str(len(done)), a.threads)
-        return done[tuple(argv)]
+        # the same command runs once: the sweep's run at the chosen LR doubles as baseline seed 0
+        return runs.submit(command(bench.script, argv))
 
     recommended = {"recommended": bench.recommended,
                    **{name: [*bench.recommended, *flags] for name, flags in bench.variants.items()}}
     # The recommended LR's range test runs beside the sweep; it is not timed.
     found = (None if a.recommended_lr or not set(configs) & set(recommended) else
-             pool.submit(lr_find, bench.script, [*common, *bench.recommended, "--seed", "0"], a.threads))
+             runs.pool.submit(lr_find, bench.script, [*common, *bench.recommended, "--seed", "0"], a.threads))
     # The baseline's LR: best final metric of a one-seed sweep (ties: the faster to target).
     sweep = {} if a.baseline_lr else {float(x): submit(bench.no_trainer, float(x), 0) for x in a.sweep.split(",")}
     if a.recommended_lr and sweep:  # independent of the sweep: queued behind it, so no worker idles while it ends
@@ -390,12 +316,11 @@ def main(argv: list[str] | None = None) -> int:
               "--max_train_samples", str(a.max_train_samples), "--max_eval_samples", str(a.max_eval_samples),
               "--num_train_epochs", str(a.epochs), "--eval_steps", str(a.eval_steps)]
     started = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        pool = concurrent.futures.ThreadPoolExecutor(a.workers)
+    with tempfile.TemporaryDirectory() as tmp, comparison.Runs(Path(tmp), a.workers, a.threads, cwd=REPO) as runs:
         try:
-            results, sweep = run_all(bench, a, configs, common, pool, Path(tmp))
-        finally:  # a failed run stops the benchmark instead of waiting for every queued run
-            pool.shutdown(cancel_futures=True)
+            results, sweep = run_all(bench, a, configs, common, runs)
+        except comparison.RunFailed as err:
+            raise SystemExit(str(err)) from None
     import torch
 
     meta = {"task": a.task, "metric": bench.metric, "eval_data": bench.eval_data, "target": a.target,
@@ -404,14 +329,14 @@ def main(argv: list[str] | None = None) -> int:
             "image_size": a.image_size, "threads": a.threads, "workers": a.workers, "seeds": a.seeds,
             "first_seed": a.first_seed,
             "sweep": {str(k): v[0] for k, v in sweep.items()},
-            "machine": f"{machine.describe()}, torch {torch.__version__}",
+            "machine": f"{host.describe()}, torch {torch.__version__}",
             "date": time.strftime("%Y-%m-%d"), "wall_s": round(time.time() - started)}
     a.out.mkdir(parents=True, exist_ok=True)
     stem = a.stem or "time_to_accuracy" + ("" if a.task == "image" else f"_{a.task}")
     (a.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     table = markdown(results, meta)
     (a.out / f"{stem}.md").write_text(table)
-    plot(results, a.out / f"{stem}.png")
+    comparison.plot(results, a.out / f"{stem}.png")
     print(table)
     return 0
 

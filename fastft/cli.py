@@ -1,4 +1,4 @@
-"""The ``fastft`` command: ``train``, ``eval``, ``predict``, ``push`` and ``recipes``.
+"""The ``fastft`` command: ``train``, ``eval``, ``predict``, ``push``, ``ablate`` and ``recipes``.
 
 Arguments are parsed before torch is imported, so ``--help`` and a typo answer at once.
 ``accelerate launch -m fastft train ...`` runs it on several processes; the scripts in
@@ -31,6 +31,7 @@ commands:
   eval MODEL [--config RECIPE] [--FIELD VALUE ...]  evaluate a saved model on the recipe's eval split
   predict MODEL FILES... [--top_k K] [--json]       run a saved model on images, audio or a text file
   push OUTPUT_DIR [--hub_model_id ID]               push a finished run to the Hugging Face Hub
+  ablate TASK --config RECIPE [--seeds N] ...       time to the recipe's target without each of its tricks
   recipes [TASK]                                    list the shipped recipes
 
 RECIPE is a YAML path or a shipped recipe's name (quickstart); `fastft COMMAND --help` lists the fields.
@@ -146,11 +147,16 @@ def run_command(argv: Optional[Sequence[str]] = None) -> Any:
         from fastft.push_to_hub import main as push_main
 
         return push_main(rest, prog="fastft push")
+    if command == "ablate":
+        from fastft.ablate import main as ablate_main
+
+        return ablate_main(rest)
     if command == "recipes":
         return _recipes(rest)
-    close = difflib.get_close_matches(command, ["train", "eval", "predict", "push", "recipes"], n=1)
+    commands = ["train", "eval", "predict", "push", "ablate", "recipes"]
+    close = difflib.get_close_matches(command, commands, n=1)
     return exit_on_user_error(_raise)(f"unknown command {command!r}" + (f"; did you mean {close[0]}?" if close else
-                                                                         "; use train, eval, predict, push or recipes"))
+                                                                         f"; use {', '.join(commands[:-1])} or recipes"))
 
 
 def script_main(task: str) -> None:

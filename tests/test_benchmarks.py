@@ -65,11 +65,11 @@ def test_first_seed_runs_fresh_seeds_for_every_configuration(tmp_path, monkeypat
     """A configuration picked on some seeds is confirmed on others: --first_seed moves every run's seed."""
     runs = []
 
-    def fake_run(script, argv, out, threads):
+    def fake_run(argv, out, threads, cwd):
         runs.append((tta.flag(argv, "seed"), tta.flag(argv, "lr_scheduler_type")))
         return rows((8, 10.0, 1.0, 0.9))
 
-    monkeypatch.setattr(tta, "run_once", fake_run)
+    monkeypatch.setattr(tta.comparison, "train_process", fake_run)
     tta.main(["--seeds", "2", "--first_seed", "5", "--baseline_lr", "3e-3", "--recommended_lr", "2e-3",
               "--configs", "baseline,recommended", "--out", str(tmp_path), "--stem", "t"])
     assert sorted(runs) == [("5", "linear"), ("5", "one_cycle"), ("6", "linear"), ("6", "one_cycle")]
@@ -80,11 +80,11 @@ def test_a_smaller_batch_is_evaluated_after_as_many_samples(tmp_path, monkeypatc
     """Time to target is read at evaluations: a half batch evaluated every 8 steps would get a finer grid."""
     grid = {}
 
-    def fake_run(script, argv, out, threads):
+    def fake_run(argv, out, threads, cwd):
         grid[tta.flag(argv, "per_device_train_batch_size")] = tta.flag(argv, "eval_steps")
         return rows((8, 10.0, 1.0, 0.9))
 
-    monkeypatch.setattr(tta, "run_once", fake_run)
+    monkeypatch.setattr(tta.comparison, "train_process", fake_run)
     tta.main(["--seeds", "1", "--eval_steps", "8", "--baseline_lr", "3e-3", "--recommended_lr", "2e-3",
               "--configs", "baseline,shorter rise at batch 32,+ warmup and LR scaled to batch 128",
               "--out", str(tmp_path), "--stem", "t"])
@@ -94,11 +94,11 @@ def test_a_smaller_batch_is_evaluated_after_as_many_samples(tmp_path, monkeypatc
 def test_a_configuration_with_learning_rate_auto_keeps_it_and_says_so(tmp_path, monkeypatch):
     stated = {}
 
-    def fake_run(script, argv, out, threads):
+    def fake_run(argv, out, threads, cwd):
         stated[tta.flag(argv, "lr_find_steps") if "--lr_find_steps" in argv else None] = tta.flag(argv, "learning_rate")
         return rows((8, 10.0, 1.0, 0.9))
 
-    monkeypatch.setattr(tta, "run_once", fake_run)
+    monkeypatch.setattr(tta.comparison, "train_process", fake_run)
     tta.main(["--seeds", "1", "--baseline_lr", "3e-3", "--recommended_lr", "2e-3", "--out", str(tmp_path),
               "--configs", "baseline,recommended with learning_rate auto over 40 steps", "--stem", "t"])
     assert stated == {None: "0.003", "40": "auto"}
@@ -114,7 +114,8 @@ def test_the_peers_table_pairs_fastft_with_each_peer_by_seed():
     meta = {"metric": "eval_accuracy", "target": 0.8, "eval_samples": 100, "eval_data": "images",
             "train_samples": 400, "image_size": 64, "threads": 1, "workers": 2, "seeds": 2, "first_seed": 0,
             "machine": "cpu", "date": "2026-12-03"}
-    table = peers.markdown([ours, peer], meta)
+    table = peers.markdown([ours, peer], meta, "Target eval_accuracy >= 0.8 on 100 images")
+    assert table.startswith("Target eval_accuracy >= 0.8 on 100 images, seeds 0-1, 1 thread(s) per run, ")
     # seed 0: 27 s against 9 s, 3x; seed 1: the peer never reaches it, infinitely slower
     assert "| fastai | 3 | 64 | 0.001 | 1/2 | never | 27-27 | infx (3.00-inf) | never |" in table
     assert "| fastft | 2 | 32 | 0.002 | 2/2 | 14 | 9-19 | - |" in table
@@ -173,13 +174,14 @@ def test_precision_throughput_refuses_fp16_without_a_gpu(capsys):
 
 def test_results_name_the_cpu_generation_and_its_vector_units():
     """Two VMs both called 'AMD EPYC' ran at different speeds: the family/model and AVX-512 tell them apart."""
-    machine = load("machine")
+    from fastft import host
+
     block = "processor\t: {n}\nmodel name\t: AMD EPYC\ncpu family\t: {fam}\nmodel\t\t: 2\nflags\t\t: fpu {flags}\n"
     zen5 = "\n".join(block.format(n=n, fam=26, flags="avx2 avx512f avx512_bf16") for n in (0, 1))
-    assert machine.cpu(zen5).startswith("AMD EPYC (family 26, model 2), ")
-    assert machine.cpu(zen5).endswith(" cores, AVX-512 with BF16")
-    assert machine.cpu(block.format(n=0, fam=23, flags="avx2")).endswith(" cores, AVX2")
-    assert "cores, no AVX2" in machine.cpu("")  # no /proc/cpuinfo (macOS): still a description
+    assert host.cpu(zen5).startswith("AMD EPYC (family 26, model 2), ")
+    assert host.cpu(zen5).endswith(" cores, AVX-512 with BF16")
+    assert host.cpu(block.format(n=0, fam=23, flags="avx2")).endswith(" cores, AVX2")
+    assert "cores, no AVX2" in host.cpu("")  # no /proc/cpuinfo (macOS): still a description
 
 
 def test_padding_counts_each_tensor_padded_to_its_batchs_longest():
@@ -204,3 +206,28 @@ def test_every_lora_benchmark_configuration_is_a_valid_recipe(task, capsys):
             run_command(["train", task, "--config", recipe, *size_flags, *flags, "--output_dir", "unused",
                          "--dry_run"])
     assert "global batch" in capsys.readouterr().out
+
+
+def test_the_translation_peer_gets_the_pairs_fastft_trains_and_scores(tmp_path, capsys):
+    """Same data in both tools: the exported seed's pairs are the ones fastft's task draws with that seed."""
+    from fastft.arguments import parse_args
+    from fastft.config import TrainingArguments
+    from fastft.run import main
+    from fastft.tasks.translation import TranslationArguments, TranslationTask
+
+    pt = load("peers_translation")
+    folder = pt.export(3, 48, 20, tmp_path)
+    train, test = ([json.loads(line)["translation"] for line in (folder / f"{split}.json").read_text().splitlines()]
+                   for split in ("train", "test"))
+    task = TranslationTask(*parse_args([TranslationArguments, TrainingArguments], [
+        "--config", str(pt.RECIPE), "--seed", "3", "--max_train_samples", "48", "--max_eval_samples", "20"]))
+    train_set, _ = task.load_data()
+    assert [p["de"] for p in test] == task.eval_sources and [p["en"] for p in test] == task.eval_references
+    assert len(train) == len(train_set) == 48
+    assert [train_set[i]["input_ids"] for i in range(48)] == [task.encode(p["de"], p["en"])["input_ids"] for p in train]
+    # fastft's configuration is a valid run of its script
+    fastft_cmd = pt.configurations(pt.argparse.Namespace(steps=200, max_train_samples=6400, max_eval_samples=200),
+                                   tmp_path)["fastft (the translation quickstart recipe)"][0]
+    assert main(TranslationTask, TranslationArguments, [*fastft_cmd[2:], "--output_dir", str(tmp_path / "o"),
+                                                        "--dry_run"]) is None
+    assert "total optimizer steps:      200" in capsys.readouterr().out

@@ -123,7 +123,10 @@ def test_command_mistakes_are_one_line(tmp_path):
                         (["train"], "needs a task"), (["eval"], "one MODEL"),
                         (["eval", "no_such_folder"], "--config"),
                         (["push", "no_such_folder"], "is not a folder"),
-                        (["predict"], "MODEL, FILES"), (["predict", "m", "no_such.png"], "does not exist")]:
+                        (["predict"], "MODEL, FILES"), (["predict", "m", "no_such.png"], "does not exist"),
+                        (["ablat"], "did you mean ablate"), (["ablate", "--config", "x.yaml"], "needs a task first"),
+                        (["ablate", "image", "--config", "quickstart", "--tricks", "mixup_alpha"],
+                         "does not turn that trick on")]:
         done = command(*args, cwd=tmp_path)
         assert done.returncode == 2, (args, done.stderr)
         assert done.stderr.count("\n") == 1 and words in done.stderr, (args, done.stderr)

@@ -1,4 +1,4 @@
-"""The machine a benchmark ran on, as RESULTS.md names it.
+"""The machine a run or benchmark ran on, as RESULTS.md and `fastft ablate` name it.
 
 Cloud VMs of one name differ underneath: two "AMD EPYC" VMs were different processor
 generations, with different speeds and even different training trajectories (convolution
