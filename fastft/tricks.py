@@ -26,6 +26,10 @@ TRICKS: list[Trick] = [
           lambda r: bool(r.get("reference_batch_size")) and r.get("lr_scaling") != "none",
           "[Goyal et al. 2017](https://arxiv.org/abs/1706.02677)",
           off={"reference_batch_size": None}),
+    # one-cycle and cyclic schedules rise by their own rule: a warmup there is part of the cycle, not a trick
+    Trick("LR warmup", ("warmup_steps",), lambda r: (r.get("warmup_steps") or 0) > 0 and
+          r.get("lr_scheduler_type") not in ("one_cycle", "cyclic"),
+          "[Goyal et al. 2017](https://arxiv.org/abs/1706.02677)", off={"warmup_steps": 0}),
     Trick("one-cycle LR with inverse momentum", ("lr_scheduler_type",), lambda r: r.get("lr_scheduler_type") == "one_cycle",
           "[Smith & Topin 2018](https://arxiv.org/abs/1708.07120)", off={"lr_scheduler_type": "linear"}),
     Trick("LR picked by a range test at the run's start", ("learning_rate",), lambda r: r.get("learning_rate") == "auto",
