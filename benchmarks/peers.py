@@ -34,9 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-from fastft import host  # noqa: E402
 import time_to_accuracy as tta  # noqa: E402
-from fastft import comparison  # noqa: E402
+from fastft import comparison, host  # noqa: E402
 
 PEERS_VENV = REPO / "benchmarks" / ".venv-peers"
 PEER_PACKAGES = ["fastai==2.8.12", "plum-dispatch<2.10"]  # plum 2.10 breaks fastai 2.8's type dispatch

@@ -35,11 +35,10 @@ configurations, so every configuration shares the machine alike.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,8 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-from fastft import host  # noqa: E402
-from fastft import comparison  # noqa: E402
+from fastft import comparison, host  # noqa: E402
 from fastft.comparison import paired_ratios, ratio_text, steps_to_target, time_to_target  # noqa: E402,F401
 RESULTS = REPO / "benchmarks" / "results"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +19,8 @@ import torch
 from datasets import load_dataset
 from timm.data import resolve_data_config
 from torchvision import transforms
-from transformers import AutoModelForImageClassification, Trainer, TrainerCallback, TrainingArguments
-
-
-class Rows(TrainerCallback):
-    """An evaluation row at each evaluation: wall time since training began, and the evaluation's own."""
-
-    def __init__(self, rows: list[dict]):
-        self.rows, self.start = rows, None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.perf_counter()
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self.rows.append({"step": state.global_step, "elapsed_s": time.perf_counter() - self.start,
-                          "eval_runtime_s": metrics["eval_runtime"], "eval_accuracy": metrics["eval_accuracy"]})
+from trainer_rows import Rows, train_and_write
+from transformers import AutoModelForImageClassification, Trainer, TrainingArguments
 
 
 def main() -> None:
@@ -78,7 +64,7 @@ def main() -> None:
     def accuracy(prediction):
         return {"accuracy": float((np.argmax(prediction.predictions, axis=1) == prediction.label_ids).mean())}
 
-    rows: list[dict] = []
+    rows = Rows("eval_accuracy")
     args = TrainingArguments(
         output_dir=str(a.out / "trainer"), learning_rate=a.learning_rate, num_train_epochs=a.num_train_epochs,
         per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=a.batch_size, seed=a.seed,
@@ -86,13 +72,8 @@ def main() -> None:
         report_to="none", remove_unused_columns=False, dataloader_num_workers=0, use_cpu=True,
         disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"],
-                      data_collator=collate, compute_metrics=accuracy, callbacks=[Rows(rows)])
-    trainer.train()
-    if not rows or rows[-1]["step"] != trainer.state.global_step:
-        trainer.evaluate()
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (a.out / "run.json").write_text(json.dumps({"learning_rate": a.learning_rate, "steps": trainer.state.global_step}))
+                      data_collator=collate, compute_metrics=accuracy, callbacks=[rows])
+    train_and_write(trainer, rows, a.out)
 
 
 if __name__ == "__main__":

@@ -14,29 +14,14 @@ rows as fastft's (step, elapsed_s, eval_runtime_s, eval_bleu).
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
 import numpy as np
 import sacrebleu
 from datasets import load_dataset
+from trainer_rows import Rows, train_and_write
 from transformers import (AutoTokenizer, DataCollatorForSeq2Seq, EncoderDecoderModel, Seq2SeqTrainer,
-                          Seq2SeqTrainingArguments, TrainerCallback)
-
-
-class Rows(TrainerCallback):
-    """An evaluation row at each evaluation: wall time since training began, and the evaluation's own."""
-
-    def __init__(self, rows: list[dict]):
-        self.rows, self.start = rows, None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.perf_counter()
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self.rows.append({"step": state.global_step, "elapsed_s": time.perf_counter() - self.start,
-                          "eval_runtime_s": metrics["eval_runtime"], "eval_bleu": metrics["eval_bleu"]})
+                          Seq2SeqTrainingArguments)
 
 
 def main() -> None:
@@ -81,7 +66,7 @@ def main() -> None:
         texts = [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return {"bleu": sacrebleu.corpus_bleu(texts, [references], lowercase=True).score}
 
-    rows: list[dict] = []
+    rows = Rows("eval_bleu")
     args = Seq2SeqTrainingArguments(
         output_dir=str(a.output_dir / "trainer"), learning_rate=a.learning_rate, num_train_epochs=a.num_train_epochs,
         per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=a.batch_size, seed=a.seed,
@@ -89,13 +74,8 @@ def main() -> None:
         logging_strategy="no", report_to="none", dataloader_num_workers=0, use_cpu=True, disable_tqdm=True)
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train, eval_dataset=test,
                              data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
-                             processing_class=tokenizer, compute_metrics=bleu, callbacks=[Rows(rows)])
-    trainer.train()
-    if not rows or rows[-1]["step"] != trainer.state.global_step:
-        trainer.evaluate()
-    a.output_dir.mkdir(parents=True, exist_ok=True)
-    (a.output_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (a.output_dir / "run.json").write_text(json.dumps({"learning_rate": a.learning_rate, "steps": trainer.state.global_step}))
+                             processing_class=tokenizer, compute_metrics=bleu, callbacks=[rows])
+    train_and_write(trainer, rows, a.output_dir)
 
 
 if __name__ == "__main__":
