@@ -187,6 +187,44 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _train_all(commands: dict[tuple[str, int], list[str]], opts: argparse.Namespace, args: Any, higher: bool,
+               out: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """Each (configuration, seed)'s training command, ``opts.workers`` at a time in the order given; each run's
+    evaluation rows. The runs' evaluations and resolved recipes go to ``out/runs`` once all are done (an
+    earlier ablation there is replaced only then)."""
+    import concurrent.futures
+
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="fastft-ablate-") as tmp, \
+            comparison.Runs(Path(tmp), opts.workers, opts.threads) as pool:
+        futures = {pool.submit(cmd): key for key, cmd in commands.items()}
+        folders = {key: pool.output_dir(cmd) for key, cmd in commands.items()}
+
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            name, seed = futures[future]
+            try:
+                rows[name, seed] = future.result()
+            except comparison.RunFailed as err:
+                raise UserError(f"the run '{name}', seed {seed}, failed: {err.last_line} (its command: "
+                                f"{shlex.join(err.command)})") from None
+            saved = Path(tmp) / "runs" / _slug(name)  # each run's evaluations and resolved recipe, kept
+            saved.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(folders[name, seed] / "config.yaml", saved / f"seed-{seed}.config.yaml")
+            (saved / f"seed-{seed}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[name, seed]))
+            shutil.rmtree(folders[name, seed])  # its model and checkpoints: an ablation keeps figures, not models
+            t = comparison.time_to_target(rows[name, seed], args.target_value, args.target_metric, higher)
+            print(f"[{done}/{len(futures)}] {name}, seed {seed}: "
+                  + (f"target reached after {t:.0f} s of training" if t is not None else "target not reached")
+                  + f"; last {args.target_metric} {rows[name, seed][-1][args.target_metric]:.4g}", flush=True)
+        # an earlier ablation is replaced (as the user said) only now that this one is complete
+        if (out / MARKER).is_file():
+            for name in (MARKER, "ablation.md", "ablation.png", "runs"):
+                shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(tmp) / "runs"), str(out / "runs"))
+    return rows
+
+
 def ablate(argv: Sequence[str]) -> list[dict[str, Any]]:
     """``fastft ablate ...``: run it, write ablation.{json,md,png}, print the table; the summaries."""
     argv = list(argv)
@@ -214,46 +252,20 @@ def ablate(argv: Sequence[str]) -> list[dict[str, Any]]:
              *([] if any(a.startswith("--stop_at_target") for a in overrides) else ["--stop_at_target", "true"])]
     print(f"fastft ablate: {len(runs)} configurations x {len(seeds)} seeds ({', '.join(n for n, _ in runs)}), "
           f"{opts.workers} at a time; target {args.target_metric} {args.target_value:g}", flush=True)
-    rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory(prefix="fastft-ablate-") as tmp, \
-            comparison.Runs(Path(tmp), opts.workers, opts.threads) as pool:
-        futures, folders = {}, {}
-        for seed in seeds:  # seed-major: the configurations take turns, so a slow spell hits them alike
-            for name, sets in runs:
-                cmd = [*launch, "-m", "fastft", "train", task, "--config", str(recipe), *overrides, *flags(sets),
-                       *fixed, "--seed", str(seed)]
-                futures[pool.submit(cmd)] = (name, seed)
-                folders[name, seed] = pool.output_dir(cmd)
-        import concurrent.futures
-
-        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            name, seed = futures[future]
-            try:
-                rows[name, seed] = future.result()
-            except comparison.RunFailed as err:
-                raise UserError(f"the run '{name}', seed {seed}, failed: {err.last_line} (its command: "
-                                f"{shlex.join(err.command)})") from None
-            saved = Path(tmp) / "runs" / _slug(name)  # each run's evaluations and resolved recipe, kept
-            saved.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(folders[name, seed] / "config.yaml", saved / f"seed-{seed}.config.yaml")
-            (saved / f"seed-{seed}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[name, seed]))
-            shutil.rmtree(folders[name, seed])  # its model and checkpoints: an ablation keeps figures, not models
-            t = comparison.time_to_target(rows[name, seed], args.target_value, args.target_metric, higher)
-            print(f"[{done}/{len(futures)}] {name}, seed {seed}: "
-                  + (f"target reached after {t:.0f} s of training" if t is not None else "target not reached")
-                  + f"; last {args.target_metric} {rows[name, seed][-1][args.target_metric]:.4g}", flush=True)
-        # an earlier ablation is replaced (as the user said) only now that this one is complete
-        if (out / MARKER).is_file():
-            for name in (MARKER, "ablation.md", "ablation.png", "runs"):
-                shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(Path(tmp) / "runs"), str(out / "runs"))
+    commands = {(name, seed): [*launch, "-m", "fastft", "train", task, "--config", str(recipe), *overrides,
+                               *flags(sets), *fixed, "--seed", str(seed)]
+                for seed in seeds for name, sets in runs}  # seed-major: a slow spell hits every configuration
+    try:
+        rows = _train_all(commands, opts, args, higher, out)
+    except KeyboardInterrupt:  # the runs got the Ctrl-C too; the pool waits for them to end
+        print(f"error: stopped by Ctrl-C; the runs ended and {out} is as it was", file=sys.stderr, flush=True)
+        sys.exit(130)
     results = [{**comparison.summarise(name, [rows[name, s] for s in seeds], args.target_value,
                                        args.target_metric, higher), "sets": sets} for name, sets in runs]
     from fastft import host
 
-    meta = {"task": task, "recipe": opts.config, "recipe_file": str(recipe), "metric": args.target_metric, "target": args.target_value,
-            "higher": higher, "seeds": f"{seeds[0]}-{seeds[-1]}", "host": host.describe(), "kept": kept,
+    meta = {"task": task, "recipe": opts.config, "recipe_file": str(recipe), "metric": args.target_metric,
+            "target": args.target_value, "higher": higher, "seeds": f"{seeds[0]}-{seeds[-1]}", "host": host.describe(), "kept": kept,
             "date": datetime.date.today().isoformat(), "command": shlex.join(["fastft", "ablate", *argv])}
     table = markdown(results, meta)
     (out / "ablation.md").write_text(table)

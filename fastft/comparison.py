@@ -33,10 +33,13 @@ class RunFailed(RuntimeError):
         return lines[-1].strip() if lines else "no output"
 
 
-def train_process(cmd: Sequence[str], out: Path, threads: int, cwd: Optional[Path] = None) -> list[dict[str, Any]]:
-    """Run one training command, which writes its logs to ``out``, with this many intra-op threads; its
-    evaluation rows."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+def train_process(cmd: Sequence[str], out: Path, threads: Optional[int],
+                  cwd: Optional[Path] = None) -> list[dict[str, Any]]:
+    """Run one training command, which writes its logs to ``out``, with this many intra-op threads (None: as
+    the environment says); its evaluation rows."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     done = subprocess.run(list(map(str, cmd)), cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RunFailed(cmd, done.stderr)
@@ -48,7 +51,7 @@ class Runs:
     submitted twice runs once. Leaving the block cancels what is still queued, so a failed run stops the
     comparison instead of waiting for every other."""
 
-    def __init__(self, folder: Path, workers: int, threads: int, cwd: Optional[Path] = None):
+    def __init__(self, folder: Path, workers: int, threads: Optional[int], cwd: Optional[Path] = None):
         self.folder, self.threads, self.cwd = folder, threads, cwd
         self.pool = concurrent.futures.ThreadPoolExecutor(workers)
         self.submitted: dict[tuple[str, ...], concurrent.futures.Future] = {}

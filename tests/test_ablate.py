@@ -91,7 +91,7 @@ def tiny_recipe(tmp_path, tiny_images, tiny_model, **fields) -> str:
 def test_a_failed_run_stops_the_ablation_with_its_error_line(tmp_path, tiny_images, tiny_model):
     config = tiny_recipe(tmp_path, tiny_images / "nowhere", tiny_model)
     with pytest.raises(UserError) as err:
-        ablate(["image", "--config", config, "--seeds", "1", "--threads", "1"])
+        ablate(["image", "--config", config, "--seeds", "1"])  # threads as the environment says
     message = str(err.value)
     assert "the run 'the recipe', seed 3, failed: error: " in message and "nowhere" in message
     assert not (tmp_path / "run-ablate").exists()  # nothing half-written
@@ -133,3 +133,26 @@ def test_ablation_trains_each_configuration_on_the_same_seeds_and_pairs_them(tmp
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert again.returncode == 2 and "holds an ablation already" in again.stderr
     assert (out / "ablation.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_run_and_leaves_the_folder_as_it_was(tmp_path, tiny_images, tiny_model):
+    import os
+    import signal
+    import time
+
+    config = tiny_recipe(tmp_path, tiny_images, tiny_model, num_train_epochs=50, target_metric="eval_loss",
+                         target_value=0.0)  # never reached: the runs go on until stopped
+    out = tmp_path / "ablation"
+    # as from a terminal: a suite started in the background would hand its children SIGINT ignored
+    proc = subprocess.Popen([sys.executable, "-m", "fastft", "ablate", "image", "--config", config, "--seeds", "1",
+                             "--workers", "2", "--threads", "1", "--output_dir", str(out)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout.readline().startswith("fastft ablate: 3 configurations x 1 seeds")
+    time.sleep(8)  # the runs are training
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == f"error: stopped by Ctrl-C; the runs ended and {out} is as it was"
+    assert not out.exists()
