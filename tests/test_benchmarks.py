@@ -226,8 +226,10 @@ def test_the_translation_peer_gets_the_pairs_fastft_trains_and_scores(tmp_path, 
     assert len(train) == len(train_set) == 48
     assert [train_set[i]["input_ids"] for i in range(48)] == [task.encode(p["de"], p["en"])["input_ids"] for p in train]
     # fastft's configuration is a valid run of its script
-    fastft_cmd = pt.configurations(pt.argparse.Namespace(steps=200, max_train_samples=6400, max_eval_samples=200),
-                                   tmp_path)["fastft (the translation quickstart recipe)"][0]
+    configs = pt.configurations(pt.argparse.Namespace(steps=200, max_train_samples=6400, max_eval_samples=200),
+                                tmp_path)
+    assert not [n for n in configs if "," in n], "--configs splits on commas"
+    fastft_cmd = configs["fastft (the translation quickstart recipe)"][0]
     assert main(TranslationTask, TranslationArguments, [*fastft_cmd[2:], "--output_dir", str(tmp_path / "o"),
                                                         "--dry_run"]) is None
     assert "total optimizer steps:      200" in capsys.readouterr().out
