@@ -70,7 +70,7 @@ def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[s
     lr = "3e-4 (new weights 3e-3)"
     return {"fastft (the translation quickstart recipe)": (fastft(a.steps), f"{a.steps * 32 / a.max_train_samples:g}",
                                                            "32", lr),
-            "HF Seq2SeqTrainer, the example's README hyperparameters": (hf, str(HF_EPOCHS), "4", "5e-5"),
+            "HF Seq2SeqTrainer (the example's README hyperparameters)": (hf, str(HF_EPOCHS), "4", "5e-5"),
             # the same recipe given as many pairs as the peer sees, to compare final BLEU on equal data
             f"fastft for {HF_EPOCHS} epochs (as many pairs as the peer)": (fastft(as_peer), str(HF_EPOCHS), "32", lr)}
 
