@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fastft import comparison
-from fastft.errors import UserError, exit_on_user_error
+from fastft.errors import STOPPED, UserError, exit_on_user_error
 
 USAGE = ("fastft ablate [TASK] --config RECIPE [--seeds N] [--tricks NAME,...] [--workers N] [--threads N] "
          "[--launch CMD] [--output_dir DIR] [--FIELD VALUE ...]")
@@ -257,9 +257,10 @@ def ablate(argv: Sequence[str]) -> list[dict[str, Any]]:
                 for seed in seeds for name, sets in runs}  # seed-major: a slow spell hits every configuration
     try:
         rows = _train_all(commands, opts, args, higher, out)
-    except KeyboardInterrupt:  # the runs got the Ctrl-C too; the pool waits for them to end
-        print(f"error: stopped by Ctrl-C; the runs ended and {out} is as it was", file=sys.stderr, flush=True)
-        sys.exit(130)
+    except STOPPED as err:  # the pool has ended the runs under way
+        name, code = ("Ctrl-C", 130) if isinstance(err, KeyboardInterrupt) else ("SIGTERM", 143)
+        print(f"error: stopped by {name}; the runs ended and {out} is as it was", file=sys.stderr, flush=True)
+        sys.exit(code)
     results = [{**comparison.summarise(name, [rows[name, s] for s in seeds], args.target_value,
                                        args.target_metric, higher), "sets": sets} for name, sets in runs]
     from fastft import host

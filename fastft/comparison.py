@@ -33,28 +33,36 @@ class RunFailed(RuntimeError):
         return lines[-1].strip() if lines else "no output"
 
 
-def train_process(cmd: Sequence[str], out: Path, threads: Optional[int],
-                  cwd: Optional[Path] = None) -> list[dict[str, Any]]:
+def train_process(cmd: Sequence[str], out: Path, threads: Optional[int], cwd: Optional[Path] = None,
+                  running: Optional[set[subprocess.Popen]] = None) -> list[dict[str, Any]]:
     """Run one training command, which writes its logs to ``out``, with this many intra-op threads (None: as
-    the environment says); its evaluation rows."""
+    the environment says); its evaluation rows. The process is in ``running`` while it runs."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    done = subprocess.run(list(map(str, cmd)), cwd=cwd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RunFailed(cmd, done.stderr)
+    proc = subprocess.Popen(list(map(str, cmd)), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    running = set() if running is None else running
+    running.add(proc)
+    try:
+        _, stderr = proc.communicate()
+    finally:
+        running.discard(proc)
+    if proc.returncode != 0:
+        raise RunFailed(cmd, stderr)
     return reporting.read_jsonl(out / reporting.EVAL_LOG)
 
 
 class Runs:
     """Training commands run ``workers`` at a time, each in a fresh output folder under ``folder``; a command
-    submitted twice runs once. Leaving the block cancels what is still queued, so a failed run stops the
-    comparison instead of waiting for every other."""
+    submitted twice runs once. Leaving the block cancels what is still queued and, on an error or a stop
+    signal, ends the runs under way (SIGTERM), so a failed run stops the comparison instead of waiting."""
 
     def __init__(self, folder: Path, workers: int, threads: Optional[int], cwd: Optional[Path] = None):
         self.folder, self.threads, self.cwd = folder, threads, cwd
         self.pool = concurrent.futures.ThreadPoolExecutor(workers)
         self.submitted: dict[tuple[str, ...], concurrent.futures.Future] = {}
+        self.running: set[subprocess.Popen] = set()
 
     def submit(self, cmd: Sequence[str]) -> concurrent.futures.Future:
         """A fastft training command without its --output_dir; the future of its evaluation rows."""
@@ -62,7 +70,7 @@ class Runs:
         if key not in self.submitted:
             out = self.output_dir(key)
             self.submitted[key] = self.pool.submit(train_process, [*key, "--output_dir", str(out)], out,
-                                                   self.threads, self.cwd)
+                                                   self.threads, self.cwd, running=self.running)
         return self.submitted[key]
 
     def output_dir(self, cmd: Sequence[str]) -> Path:
@@ -74,8 +82,12 @@ class Runs:
     def __enter__(self) -> "Runs":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.pool.shutdown(cancel_futures=True)
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if exc_type is not None:  # stopped (a signal, a failed run): the runs under way stop too, as by SIGTERM
+            for proc in list(self.running):
+                proc.terminate()
+        self.pool.shutdown(wait=True)
 
 
 def _reaches(value: float, target: float, higher: bool) -> bool:

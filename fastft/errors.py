@@ -23,6 +23,9 @@ class _Terminated(BaseException):
     """SIGTERM outside the training loop (inside it, fastft.interrupts checkpoints instead)."""
 
 
+STOPPED = (KeyboardInterrupt, _Terminated)  # what Ctrl-C and SIGTERM raise under exit_on_user_error
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise _Terminated
 

@@ -136,7 +136,11 @@ def test_ablation_trains_each_configuration_on_the_same_seeds_and_pairs_them(tmp
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_every_run_and_leaves_the_folder_as_it_was(tmp_path, tiny_images, tiny_model):
+@pytest.mark.parametrize("stop, code, name", [("group", 130, "Ctrl-C"), ("parent", 143, "SIGTERM")])
+def test_a_stop_signal_ends_every_run_and_leaves_the_folder_as_it_was(stop, code, name, tmp_path, tiny_images,
+                                                                      tiny_model):
+    """Ctrl-C reaches the whole foreground group; a SIGTERM (a scheduler's) reaches fastft ablate alone, which
+    then ends its runs itself."""
     import os
     import signal
     import time
@@ -151,8 +155,14 @@ def test_ctrl_c_stops_every_run_and_leaves_the_folder_as_it_was(tmp_path, tiny_i
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline().startswith("fastft ablate: 3 configurations x 1 seeds")
     time.sleep(8)  # the runs are training
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    if stop == "group":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert err.strip().splitlines()[-1] == f"error: stopped by Ctrl-C; the runs ended and {out} is as it was"
+    assert proc.returncode == code, err[-2000:]
+    assert err.strip().splitlines()[-1] == f"error: stopped by {name}; the runs ended and {out} is as it was"
     assert not out.exists()
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", config], capture_output=True, text=True).stdout.split()
+    assert not left, "a run outlived fastft ablate"

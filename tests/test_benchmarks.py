@@ -65,7 +65,7 @@ def test_first_seed_runs_fresh_seeds_for_every_configuration(tmp_path, monkeypat
     """A configuration picked on some seeds is confirmed on others: --first_seed moves every run's seed."""
     runs = []
 
-    def fake_run(argv, out, threads, cwd):
+    def fake_run(argv, out, threads, cwd, running=None):
         runs.append((tta.flag(argv, "seed"), tta.flag(argv, "lr_scheduler_type")))
         return rows((8, 10.0, 1.0, 0.9))
 
@@ -80,7 +80,7 @@ def test_a_smaller_batch_is_evaluated_after_as_many_samples(tmp_path, monkeypatc
     """Time to target is read at evaluations: a half batch evaluated every 8 steps would get a finer grid."""
     grid = {}
 
-    def fake_run(argv, out, threads, cwd):
+    def fake_run(argv, out, threads, cwd, running=None):
         grid[tta.flag(argv, "per_device_train_batch_size")] = tta.flag(argv, "eval_steps")
         return rows((8, 10.0, 1.0, 0.9))
 
@@ -94,7 +94,7 @@ def test_a_smaller_batch_is_evaluated_after_as_many_samples(tmp_path, monkeypatc
 def test_a_configuration_with_learning_rate_auto_keeps_it_and_says_so(tmp_path, monkeypatch):
     stated = {}
 
-    def fake_run(argv, out, threads, cwd):
+    def fake_run(argv, out, threads, cwd, running=None):
         stated[tta.flag(argv, "lr_find_steps") if "--lr_find_steps" in argv else None] = tta.flag(argv, "learning_rate")
         return rows((8, 10.0, 1.0, 0.9))
 
