@@ -136,7 +136,7 @@ class TrainingArguments:
                                         "model saved is that evaluation's): the fastest way to a target.")
     dataloader_num_workers: int = field(0, "Worker processes per data loader.", min=0)
     group_by_length: bool = field(False, "Batch training samples of similar token lengths (translation, speech "
-                                         "recognition), for less padding: the HF Trainer's length-grouped order.")
+                                         "recognition), for less padding: the HF Trainer's groups, in shuffled order.")
     max_train_samples: Optional[int] = field(None, "Truncate the training set (quick runs).", min=1)
     max_eval_samples: Optional[int] = field(None, "Truncate the evaluation set (quick runs).", min=1)
     push_to_hub: bool = field(False, "Upload the model, its card, config.yaml and metrics to the Hugging Face Hub.")
