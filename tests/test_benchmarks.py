@@ -142,7 +142,9 @@ def test_every_benchmark_configuration_is_a_valid_recipe(task, capsys):
 
 
 @pytest.mark.slow
-def test_engine_overhead_checks_the_trajectory_and_reports_paired_ratios(tmp_path):
+@pytest.mark.usefixtures("one_thread")  # it sets torch's threads: restored afterwards
+def test_engine_overhead_checks_the_trajectory_and_reports_paired_ratios(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # and sets this if unset: undone afterwards
     eo = load("engine_overhead")
     eo.main(["--repeats", "2", "--steps", "3", "--warmup", "1", "--batch", "4", "--threads", "1",
              "--out", str(tmp_path)])

@@ -88,9 +88,16 @@ def test_unfrozen_epochs_train_on_augmented_images_and_a_resume_recomputes_the_c
     # round differently at other batch sizes.
     assert torch.allclose(first, again, rtol=1e-5, atol=1e-6)
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
-    # Six unfrozen steps with batch norm amplify that rounding, still far below what the training moved.
-    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-4) for k in a)
-    assert not all(torch.equal(a[k], v) for k, v in load_file(tiny_model / "model.safetensors").items()
+    start = load_file(tiny_model / "model.safetensors")
+    # The weights as a whole, against how far training moved them (a new head from nothing): Adam
+    # turns the rounding of a gradient that is zero in exact arithmetic (a BatchNorm bias ahead of
+    # another BatchNorm) into full-size steps, so single small tensors may differ by their movement.
+    trained = [k for k in a if a[k].is_floating_point()]
+    gap = torch.stack([(a[k] - b[k]).float().norm() for k in trained]).norm()
+    moved = torch.stack([(a[k] - start[k] if start.get(k) is not None and start[k].shape == a[k].shape
+                          else a[k]).float().norm() for k in trained]).norm()
+    assert gap < 1e-2 * moved  # measured 4e-4 with one thread, 0 with two
+    assert not all(torch.equal(a[k], v) for k, v in start.items()
                    if not k.startswith("classifier."))  # the backbone trained once unfrozen
 
 
