@@ -79,11 +79,12 @@ class LengthGroupedOrder(torch.utils.data.Sampler):
     are, each megabatch runs from its longest to its shortest samples, a sawtooth of 50 steps
     (transformers#20810): the loss oscillates, and an evaluation may follow a stretch of the
     shortest samples (the reduced translation quickstart ended 200 steps at BLEU 0.00-0.36,
-    against 0.38-2.18 with the groups shuffled). So the groups are then shuffled, as fairseq and lhotse shuffle their length buckets; the group
-    holding the longest sample still leads (an out-of-memory comes at once) and a short last
-    group stays last, so every full group is one step. A group is one optimizer step's samples
-    on all processes, so each process's batches of a step hold similar lengths. Both shuffles
-    draw from (seed, epoch) as the shuffled order does: a resume replays them exactly.
+    against 0.38-2.18 with the groups shuffled). So the groups are then shuffled, as fairseq
+    and lhotse shuffle their length buckets; the group holding the longest sample still leads
+    (an out-of-memory comes at once) and a short last group stays last, so every full group is
+    one step. A group is one optimizer step's samples on all processes, so each process's
+    batches of a step hold similar lengths. Both shuffles draw from (seed, epoch) as the
+    shuffled order does: a resume replays them exactly.
     """
 
     def __init__(self, lengths: Sequence[int], group_size: int, seed: int):
