@@ -150,14 +150,23 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+TIE = 0.03  # two runs of one seed within 3 % of each other's time: timing noise, not the trick
+
+
 def _verdict(ratios: list[float]) -> str:
     """What the paired ratios (time without / time with) say: a trick counts only where every seed agrees."""
     if not ratios:
         return "neither reaches the target"
-    if min(ratios) > 1:
+    shorter, longer = sum(r > 1 + TIE for r in ratios), sum(r < 1 - TIE for r in ratios)
+    n = len(ratios)
+    if shorter == n:
         return "shortens the time on every seed"
-    if max(ratios) < 1:
+    if longer == n:
         return "lengthens the time on every seed"
+    if shorter and not longer:
+        return f"shortens the time on {shorter} seed(s) of {n}, within 3 % on the others"
+    if longer and not shorter:
+        return f"lengthens the time on {longer} seed(s) of {n}, within 3 % on the others"
     return "no effect beyond the seeds' spread"
 
 

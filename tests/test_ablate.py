@@ -10,7 +10,7 @@ import yaml
 from conftest import REPO
 
 from fastft import comparison
-from fastft.ablate import RECIPE, ablate, configurations, flags
+from fastft.ablate import RECIPE, ablate, configurations, flags, markdown
 from fastft.arguments import shipped_recipes
 from fastft.errors import UserError
 from fastft.tricks import TRICKS
@@ -51,6 +51,29 @@ def test_the_off_values_of_every_trick_turn_it_off():
     for trick in TRICKS:
         if trick.off is not None:
             assert not trick.on(dict(trick.off)), trick.name
+
+
+def test_the_verdict_counts_a_trick_only_where_every_seed_agrees_and_a_few_percent_as_a_tie():
+    def reached(seconds):  # one seed's evaluations: reaching accuracy 0.9 after these training seconds
+        return [{"step": 10, "elapsed_s": seconds, "eval_accuracy": 0.9}] if seconds else [
+            {"step": 10, "elapsed_s": 100.0, "eval_accuracy": 0.5}]
+
+    def row(name, *seconds):
+        return {**comparison.summarise(name, [reached(s) for s in seconds], 0.9, "eval_accuracy"), "sets": {}}
+
+    results = [row(RECIPE, 50.0, 50.0, 50.0), row("a", 60.0, 70.0, 55.0), row("b", 40.0, 45.0, 49.9),
+               row("c", 40.0, 60.0, 50.0), row("d", 56.0, 45.0, 51.0), row("e", 60.0, None, 50.5),
+               row("f", 40.0, 49.0, 50.5)]
+    meta = {"recipe": "r", "task": "image", "metric": "eval_accuracy", "higher": True, "target": 0.9,
+            "seeds": "0-2", "host": "h", "date": "d", "command": "c", "kept": []}
+    verdicts = {line.split(" | ")[0][2:]: line.rstrip(" |").rsplit(" | ", 1)[1]
+                for line in markdown(results, meta).splitlines() if line.startswith("| ") and "---" not in line}
+    assert verdicts["a"] == "shortens the time on every seed"  # without it, every seed is slower
+    assert verdicts["b"] == "lengthens the time on 2 seed(s) of 3, within 3 % on the others"  # 49.9 against 50
+    assert verdicts["c"] == "no effect beyond the seeds' spread"
+    assert verdicts["d"] == "no effect beyond the seeds' spread"
+    assert verdicts["e"] == "shortens the time on 2 seed(s) of 3, within 3 % on the others"  # never = slowest
+    assert verdicts["f"] == "lengthens the time on 1 seed(s) of 3, within 3 % on the others"
 
 
 @pytest.mark.parametrize("argv, says", [
