@@ -164,9 +164,9 @@ def _verdict(ratios: list[float]) -> str:
     if longer == n:
         return "lengthens the time on every seed"
     if shorter and not longer:
-        return f"shortens the time on {shorter} seed(s) of {n}, within 3 % on the others"
+        return f"shortens the time on {shorter} seed(s) of {n}, within {TIE * 100:g} % on the others"
     if longer and not shorter:
-        return f"lengthens the time on {longer} seed(s) of {n}, within 3 % on the others"
+        return f"lengthens the time on {longer} seed(s) of {n}, within {TIE * 100:g} % on the others"
     return "no effect beyond the seeds' spread"
 
 

@@ -101,10 +101,8 @@ class LengthGroupedOrder(torch.utils.data.Sampler):
 
         generator = torch.Generator().manual_seed(hash((self.seed, self.epoch)) & 0xFFFF_FFFF)
         grouped = get_length_grouped_indices(self.lengths, self.group_size, generator=generator)
-        size = self.group_size
-        full = len(grouped) // size
-        if full < 2:
-            return iter(grouped)
-        middle = (1 + torch.randperm(full - 1, generator=generator)).tolist()
-        steps = [grouped[:size]] + [grouped[g * size:(g + 1) * size] for g in middle] + [grouped[full * size:]]
-        return iter([i for step in steps for i in step])
+        size, full = self.group_size, len(grouped) // self.group_size
+        steps = [grouped[k:k + size] for k in range(0, len(grouped), size)]
+        middle = steps[1:full]  # the full groups after the one holding the longest sample
+        shuffled = [middle[g] for g in torch.randperm(len(middle), generator=generator).tolist()]
+        return iter([i for step in [*steps[:1], *shuffled, *steps[max(full, 1):]] for i in step])
