@@ -9,7 +9,8 @@ Each seed exports its own subset of Fashion-MNIST (the subset fastft's ``max_tra
 with the same EfficientNet-Lite0 weights (``fastft:efficientnet_lite0``, a timm checkpoint):
 
 - ``fastft``: ``scripts/train_image.py`` with the benchmark's recipe at this size (time_to_accuracy's
-  ``shorter rise at batch 32``, the image quickstart's changes; its LR from ``--lr_find`` once);
+  ``shorter rise at batch 32``: batch 32, the weight EMA, a 10 % one-cycle rise; its LR from ``--lr_find`` once), and the
+  same after one head-only epoch on cached features (``cache_frozen_features``, LP-FT), a trick no peer has;
 - ``fastai fine_tune`` / ``fastai fit_one_cycle`` (unfrozen): ``vision_learner`` with fastai's own head,
   normalisation and ``aug_transforms``, at fastai's default LR and at its ``lr_find`` valley (run before
   training, untimed, as fastft's own LR test is), in a separate environment (fastai and its
@@ -18,12 +19,12 @@ with the same EfficientNet-Lite0 weights (``fastft:efficientnet_lite0``, a timm 
   ``Trainer``) at its README's hyperparameters.
 
 Time to target is training time only: evaluations (every 512 training images, on the same test
-subset) are subtracted in every tool. Writes benchmarks/results/peers_image.{json,md}.
+subset) are subtracted in every tool. Each fastft row gets a column: how much sooner it reached the
+target than each peer, paired by seed. Writes benchmarks/results/<stem>.{json,md} (stem peers_image).
 """
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import datetime
 import json
 import subprocess
@@ -41,6 +42,7 @@ PEERS_VENV = REPO / "benchmarks" / ".venv-peers"
 PEER_PACKAGES = ["fastai==2.8.12", "plum-dispatch<2.10"]  # plum 2.10 breaks fastai 2.8's type dispatch
 EVAL_IMAGES = 512  # training images between evaluations, in every tool
 FASTFT_RECIPE = "shorter rise at batch 32"
+LP_FT = ["--freeze_epochs", "1", "--cache_frozen_features", "true"]  # one probe epoch ahead of the recipe's
 
 
 def setup() -> None:
@@ -73,15 +75,9 @@ def export(seed: int, train_samples: int, eval_samples: int, root: Path) -> Path
     return folder
 
 
-def run(cmd: list[str], out: Path, threads: int) -> list[dict]:
-    try:
-        return comparison.train_process(cmd, out, threads, cwd=REPO)
-    except comparison.RunFailed as err:
-        raise SystemExit(str(err)) from None
-
-
 def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[str], str, str]]:
-    """name -> (command without data, seed and output folder; its epochs; its batch)."""
+    """name -> (command without data, seed and output folder; its epochs; its batch). Names have no commas:
+    --configs splits on them."""
     fastai = [str(PEERS_VENV / "bin" / "python"), str(REPO / "benchmarks" / "peers" / "fastai_image.py"),
               "--model", str(model), "--size", str(a.image_size), "--bs", "64", "--eval_every", str(EVAL_IMAGES // 64)]
     recipe = tta.IMAGE.variants[FASTFT_RECIPE]
@@ -90,43 +86,55 @@ def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[s
     fastft = [sys.executable, str(REPO / "scripts" / "train_image.py"), *common, "--image_size", str(a.image_size),
               *tta.IMAGE.recommended, *recipe, "--learning_rate", str(a.fastft_lr),
               "--eval_steps", str(EVAL_IMAGES // int(tta.flag(recipe, "per_device_train_batch_size")))]
+    epochs, batch = tta.flag(recipe, "num_train_epochs"), tta.flag(recipe, "per_device_train_batch_size")
     hf = [sys.executable, str(REPO / "benchmarks" / "peers" / "hf_trainer_image.py"), "--model", str(model),
           "--size", str(a.image_size), "--eval_steps", str(EVAL_IMAGES // 8)]
     ft, oc = str(a.fine_tune_epochs), str(a.one_cycle_epochs)
     return {
-        f"fastft ({FASTFT_RECIPE})": (fastft, tta.flag(recipe, "num_train_epochs"),
-                                      tta.flag(recipe, "per_device_train_batch_size")),
-        f"fastai fine_tune({ft}), default LR": ([*fastai, "--method", "fine_tune", "--epochs", ft], f"1+{ft}", "64"),
-        f"fastai fine_tune({ft}), lr_find": ([*fastai, "--method", "fine_tune", "--epochs", ft, "--lr", "lr_find"],
-                                             f"1+{ft}", "64"),
-        f"fastai fit_one_cycle({oc}) unfrozen, default LR": ([*fastai, "--method", "fit_one_cycle", "--epochs", oc],
-                                                             oc, "64"),
-        f"fastai fit_one_cycle({oc}) unfrozen, lr_find": (
+        f"fastft ({FASTFT_RECIPE})": (fastft, epochs, batch),
+        f"fastft ({FASTFT_RECIPE}) after a cached linear-probe epoch": (
+            [*fastft, *LP_FT, "--num_train_epochs", str(int(epochs) + 1)], f"1+{epochs}", batch),
+        f"fastai fine_tune({ft}) at its default LR": ([*fastai, "--method", "fine_tune", "--epochs", ft], f"1+{ft}", "64"),
+        f"fastai fine_tune({ft}) at its lr_find LR": (
+            [*fastai, "--method", "fine_tune", "--epochs", ft, "--lr", "lr_find"], f"1+{ft}", "64"),
+        f"fastai fit_one_cycle({oc}) unfrozen at its default LR": (
+            [*fastai, "--method", "fit_one_cycle", "--epochs", oc], oc, "64"),
+        f"fastai fit_one_cycle({oc}) unfrozen at its lr_find LR": (
             [*fastai, "--method", "fit_one_cycle", "--epochs", oc, "--lr", "lr_find"], oc, "64"),
-        "HF Trainer, the example's README hyperparameters": (hf, "5", "8"),
+        "HF Trainer at the example's README hyperparameters": (hf, "5", "8"),
     }
 
 
+def selected(configs: dict, names: str | None) -> list[str]:
+    """The --configs names in their order (default: all); an unknown name is a one-line error."""
+    chosen = [n.strip() for n in names.split(",") if n.strip()] if names else list(configs)
+    unknown = [n for n in chosen if n not in configs]
+    if unknown:
+        raise SystemExit(f"--configs: unknown configuration(s) {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(configs)}")
+    return chosen
+
+
 def markdown(results: list[dict], meta: dict, about: str) -> str:
-    """The table: each configuration's time to target, and how much sooner fastft's recipe (the first row)
-    reached it than each, paired by seed (a seed that never reaches the target is infinitely slow); ``about``
-    opens its first line (the target and the data)."""
-    ours = results[0]
+    """The table: each configuration's time to target and, for each fastft row (named "fastft ..."), how much
+    sooner it reached it than each peer, paired by seed (a seed that never reaches the target is infinitely
+    slow); ``about`` opens its first line (the target and the data)."""
+    ours = [r for r in results if r["config"].startswith("fastft")] or results[:1]
     first = meta["first_seed"]
+    sooner = (["fastft sooner by, paired by seed: median (min-max)"] if len(ours) == 1 else
+              [f"{r['config']} sooner by, paired by seed: median (min-max)" for r in ours])
     lines = [f"{about}, seeds {first}-{first + meta['seeds'] - 1}, {meta['threads']} thread(s) per run, "
              f"{meta['workers']} run(s) at a time; {meta['machine']}; {meta['date']}.", "",
              "| configuration | epochs | batch | LR | reached | median time to target (s) | spread (s) | "
-             "fastft sooner by, paired by seed: median (min-max) | median steps to target | "
-             f"final {meta['metric']} (median, min-max) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             + "".join(f"{c} | " for c in sooner) + f"median steps to target | final {meta['metric']} (median, min-max) |",
+             "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(sooner) + "---:|---|"]
     for r in results:
         lr = r["learning_rate"] if isinstance(r["learning_rate"], str) else f"{r['learning_rate']:.2g}"
-        median = "never" if r["median_s"] == float("inf") else f"{r['median_s']:.0f}"
-        spread = f"{r['min_s']:.0f}-{r['max_s']:.0f}" if r["reached"] else "-"
-        sooner = "-" if r is ours else tta.ratio_text(tta.paired_ratios(r["times_s"], ours["times_s"]))
+        median, spread = comparison.seconds_text(r)
+        vs = ["-" if r in ours else tta.ratio_text(tta.paired_ratios(r["times_s"], o["times_s"])) for o in ours]
         steps = "never" if r["median_steps"] == float("inf") else f"{r['median_steps']:.0f}"
         lines.append(f"| {r['config']} | {r['epochs']} | {r['batch']} | {lr} | {r['reached']}/{r['seeds']} | "
-                     f"{median} | {spread} | {sooner} | {steps} | {r['final_median']:.4f} "
-                     f"({r['final_min']:.4f}-{r['final_max']:.4f}) |")
+                     f"{median} | {spread} | " + "".join(f"{v} | " for v in vs) + f"{steps} | {comparison.final_text(r)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -146,42 +154,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=tta.RESULTS)
+    p.add_argument("--stem", default="peers_image", help="result file name")
     a = p.parse_args(argv)
     if a.setup:
         setup()
         return 0
-    if not (PEERS_VENV / "bin" / "python").exists():
-        raise SystemExit(f"fastai's environment is missing: python benchmarks/peers.py --setup ({PEERS_VENV})")
     from fastft.offline import image
 
-    model = Path(image.model_asset("fastft:efficientnet_lite0"))
-    configs = configurations(a, model)
-    names = a.configs.split(",") if a.configs else list(configs)
+    configs = configurations(a, Path(image.model_asset("fastft:efficientnet_lite0")))
+    names = selected(configs, a.configs)
+    if any(PEERS_VENV.name in configs[n][0][0] for n in names) and not (PEERS_VENV / "bin" / "python").exists():
+        raise SystemExit(f"fastai's environment is missing: python benchmarks/peers.py --setup ({PEERS_VENV})")
     seeds = range(a.first_seed, a.first_seed + a.seeds)
-    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(a.workers) as pool:
+    with tempfile.TemporaryDirectory() as tmp, comparison.Runs(Path(tmp) / "runs", a.workers, a.threads,
+                                                               cwd=REPO) as runs:
         folders = {s: export(s, a.max_train_samples, a.max_eval_samples, Path(tmp) / "data") for s in seeds}
         futures = {}
         for seed in seeds:  # seed-major: the configurations take turns on the machine
             for name in names:
-                out = Path(tmp) / "runs" / f"{len(futures)}"
                 cmd = [*configs[name][0], "--seed", str(seed)]
-                cmd += (["--data_dir", str(folders[seed]), "--output_dir", str(out)] if "train_image.py" in cmd[1]
-                        else ["--data", str(folders[seed]), "--out", str(out)])
-                futures[name, seed] = (pool.submit(run, cmd, out, a.threads), out)
+                cmd += ["--data_dir" if "train_image.py" in cmd[1] else "--data", str(folders[seed])]
+                futures[name, seed] = runs.submit(cmd), runs.output_dir(cmd)
+        try:
+            per_config = {name: [futures[name, s][0].result() for s in seeds] for name in names}
+        except comparison.RunFailed as err:
+            raise SystemExit(str(err)) from None
         results = []
         for name in names:
-            per_seed = [futures[name, seed][0].result() for seed in seeds]
+            # a peer writes the LR it trained at (its lr_find valley) to run.json; fastft trains at fastft_lr
             lrs = [json.loads((futures[name, s][1] / "run.json").read_text())["learning_rate"]
                    if (futures[name, s][1] / "run.json").exists() else a.fastft_lr for s in seeds]
-            for seed, rows in zip(seeds, per_seed):
+            for seed, rows in zip(seeds, per_config[name]):
                 print(f"{name} seed={seed}: time to target {tta.time_to_target(rows, a.target, 'eval_accuracy')}, "
                       f"final {rows[-1]['eval_accuracy']:.4f}", flush=True)
             shown = lrs[0] if len(set(map(str, lrs))) == 1 else "/".join(f"{float(x):.2g}" for x in lrs)
             _, epochs, batch = configs[name]
-            summary = tta.summarise(name, 0.0, ["--num_train_epochs", epochs, "--per_device_train_batch_size", batch],
-                                    per_seed, a.target, "eval_accuracy")
-            summary["learning_rate"] = shown if isinstance(shown, str) else float(shown)
-            results.append(summary)
+            results.append({**comparison.summarise(name, per_config[name], a.target, "eval_accuracy"),
+                            "epochs": epochs, "batch": batch,
+                            "learning_rate": shown if isinstance(shown, str) else float(shown)})
     meta = {"metric": "eval_accuracy", "target": a.target, "eval_samples": a.max_eval_samples,
             "eval_data": "Fashion-MNIST test images", "train_samples": a.max_train_samples,
             "image_size": a.image_size, "threads": a.threads, "workers": a.workers, "seeds": a.seeds,
@@ -190,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{meta['train_samples']} training images at {meta['image_size']} px")
     table = markdown(results, meta, about)
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "peers_image.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    (a.out / "peers_image.md").write_text(table)
+    (a.out / f"{a.stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    (a.out / f"{a.stem}.md").write_text(table)
     print(table)
     return 0
 

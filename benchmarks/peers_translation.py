@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = Path(text.model_asset("fastft:minilm_l6"))
     configs = configurations(a, model)
-    names = a.configs.split(",") if a.configs else list(configs)
+    names = peers.selected(configs, a.configs)
     seeds = range(a.first_seed, a.first_seed + a.seeds)
     with tempfile.TemporaryDirectory() as tmp, comparison.Runs(Path(tmp) / "runs", a.workers, a.threads,
                                                                cwd=REPO) as runs:

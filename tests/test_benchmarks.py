@@ -121,6 +121,49 @@ def test_the_peers_table_pairs_fastft_with_each_peer_by_seed():
     assert "| fastft | 2 | 32 | 0.002 | 2/2 | 14 | 9-19 | - |" in table
 
 
+def test_the_peers_table_gives_each_fastft_row_its_own_column_against_each_peer():
+    peers = load("peers")
+    ours = tta.summarise("fastft", 2e-3, ["--num_train_epochs", "2", "--per_device_train_batch_size", "32"],
+                         [rows((8, 10.0, 1.0, 0.9)), rows((8, 20.0, 1.0, 0.9))], 0.8, "eval_accuracy")
+    lp_ft = tta.summarise("fastft after a probe", 2e-3, ["--num_train_epochs", "3", "--per_device_train_batch_size",
+                                                         "32"], [rows((8, 3.0, 1.0, 0.9)), rows((8, 6.0, 1.0, 0.9))],
+                          0.8, "eval_accuracy")
+    peer = tta.summarise("fastai", 1e-3, ["--num_train_epochs", "3", "--per_device_train_batch_size", "64"],
+                         [rows((8, 28.0, 1.0, 0.9)), rows((8, 58.0, 1.0, 0.9))], 0.8, "eval_accuracy")
+    meta = {"metric": "eval_accuracy", "target": 0.8, "threads": 1, "workers": 2, "seeds": 2, "first_seed": 0,
+            "machine": "cpu", "date": "2026-12-07"}
+    table = peers.markdown([ours, lp_ft, peer], meta, "Target")
+    assert ("| fastft sooner by, paired by seed: median (min-max) | fastft after a probe sooner by, paired by seed: "
+            "median (min-max) |") in table
+    # the peer: 27 s and 57 s against 9 s and 19 s (3x), against 2 s and 5 s (13.5x, 11.4x)
+    assert "| fastai | 3 | 64 | 0.001 | 2/2 | 42 | 27-57 | 3.00x (3.00-3.00) | 12.45x (11.40-13.50) |" in table
+    assert "| fastft after a probe | 3 | 32 | 0.002 | 2/2 | 3.5 | 2.0-5.0 | - | - |" in table
+
+
+def test_the_peers_benchmark_names_each_configuration_without_commas_and_refuses_an_unknown_one(tmp_path, capsys):
+    from fastft.run import main
+    from fastft.tasks.image import ImageArguments, ImageTask
+
+    peers = load("peers")
+    configs = peers.configurations(peers.argparse.Namespace(image_size=64, fastft_lr=2.78e-3, fine_tune_epochs=2,
+                                                            one_cycle_epochs=3), tmp_path)
+    assert not [n for n in configs if "," in n], "--configs splits on commas"
+    names = [n for n in configs if "fastai" in n][-1:] + [n for n in configs if n.startswith("fastft")]
+    assert peers.selected(configs, ",".join(names)) == names
+    # the old name, with its comma, is two unknown names
+    with pytest.raises(SystemExit, match=r"--configs: unknown configuration\(s\) 'fastai fine_tune\(2\)', 'lr_find'; "
+                                         r"valid: fastft \(shorter rise at batch 32\), "):
+        peers.selected(configs, "fastft (shorter rise at batch 32),fastai fine_tune(2), lr_find")
+    # the LP-FT row is the recipe after one head-only epoch on cached features, a valid image run
+    lp_ft, epochs, _ = configs["fastft (shorter rise at batch 32) after a cached linear-probe epoch"]
+    assert epochs == "1+2"
+    assert main(ImageTask, ImageArguments, [*lp_ft[2:], "--dataset_name", "fastft:fashion_mnist", "--max_train_samples",
+                                            "1024", "--output_dir", str(tmp_path / "o"), "--dry_run"]) is None
+    out = capsys.readouterr().out
+    assert "total optimizer steps:      96 (3 epochs)" in out
+    assert "(freeze_epochs=1); head-only epochs as a linear probe on features computed once" in out
+
+
 @pytest.mark.parametrize("task", ["image", "translation"])
 def test_every_benchmark_configuration_is_a_valid_recipe(task, capsys):
     """Each configuration's flags parse as fields of the task's script (a typo would waste a long run)."""

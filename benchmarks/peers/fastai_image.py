@@ -64,7 +64,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="imagefolder with train/ and test/")
     p.add_argument("--model", type=Path, required=True, help="local timm checkpoint folder")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--method", choices=["fine_tune", "fit_one_cycle"], required=True)
     p.add_argument("--epochs", type=int, required=True, help="fine_tune: unfrozen epochs after its frozen one")
     p.add_argument("--lr", default="default", help="a number, default (fastai's) or lr_find (its valley)")
@@ -97,9 +97,9 @@ def main() -> None:
             learn.fit_one_cycle(a.epochs, cbs=[evaluator], **kwargs)
         if not rows or rows[-1]["step"] != evaluator.steps:
             evaluator.score()
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (a.out / "run.json").write_text(json.dumps({"learning_rate": lr, "steps": evaluator.steps}))
+    a.output_dir.mkdir(parents=True, exist_ok=True)
+    (a.output_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (a.output_dir / "run.json").write_text(json.dumps({"learning_rate": lr, "steps": evaluator.steps}))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="imagefolder with train/ and test/")
     p.add_argument("--model", type=Path, required=True, help="local timm checkpoint folder")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--learning_rate", type=float, default=2e-5)
     p.add_argument("--num_train_epochs", type=float, default=5)
@@ -66,14 +66,14 @@ def main() -> None:
 
     rows = Rows("eval_accuracy")
     args = TrainingArguments(
-        output_dir=str(a.out / "trainer"), learning_rate=a.learning_rate, num_train_epochs=a.num_train_epochs,
+        output_dir=str(a.output_dir / "trainer"), learning_rate=a.learning_rate, num_train_epochs=a.num_train_epochs,
         per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=a.batch_size, seed=a.seed,
         eval_strategy="steps", eval_steps=a.eval_steps, save_strategy="no", logging_strategy="no",
         report_to="none", remove_unused_columns=False, dataloader_num_workers=0, use_cpu=True,
         disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"],
                       data_collator=collate, compute_metrics=accuracy, callbacks=[rows])
-    train_and_write(trainer, rows, a.out)
+    train_and_write(trainer, rows, a.output_dir)
 
 
 if __name__ == "__main__":
