@@ -22,7 +22,6 @@ def test_the_image_quickstart_is_ablated_trick_by_trick_with_valid_recipes():
     assert runs[0] == (RECIPE, {})
     assert dict(runs[1:]) == {
         "without LR scaled with the global batch": {"reference_batch_size": None},
-        "without one-cycle LR with inverse momentum": {"lr_scheduler_type": "linear"},
         "without label smoothing": {"label_smoothing_factor": 0.0},
         "without zero-initialised new head": {"zero_init_head": False},
         "without exponential moving average of the weights": {"model_ema": False},

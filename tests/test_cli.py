@@ -102,7 +102,7 @@ def test_shipped_recipe_by_name_from_any_folder_and_the_recipe_list(tmp_path):
     assert "fastft:efficientnet_lite0" in done.stdout and "global batch" in done.stdout
     # every trick the recipe turns on, named once with its fields
     tricks = next(line for line in done.stdout.splitlines() if line.startswith("tricks:"))
-    for on in ("one-cycle LR with inverse momentum (lr_scheduler_type=one_cycle)",
+    for on in ("LR scaled with the global batch, gradual warmup (reference_batch_size=64, lr_scaling=linear)",
                "label smoothing (label_smoothing_factor=0.1)", "channels_last memory format",
                "exponential moving average of the weights, evaluated and saved (model_ema=True"):
         assert on in tricks

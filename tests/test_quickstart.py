@@ -2,7 +2,7 @@
 
 recipes/image/quickstart.yaml with `--stop_at_target true` (the recipe's own suggestion): the run ends at
 the first of its evaluations (every 125 of its 625 steps) that reaches 0.85 and saves that model. The
-recipe reaches 0.85 after a median 200 steps (5 of 5 seeds) and ends at 0.896 after all 625
+recipe reaches 0.85 after a median 240 steps (5 of 5 seeds) and ends at 0.893 after all 625
 (benchmarks/RESULTS.md, Image: the quickstart recipe at its own size); `make quickstart` runs it whole.
 """
 from __future__ import annotations
