@@ -39,6 +39,7 @@ import time_to_accuracy as tta  # noqa: E402
 from fastft import comparison, host  # noqa: E402
 
 PEERS_VENV = REPO / "benchmarks" / ".venv-peers"
+PEER_PYTHON = PEERS_VENV / "bin" / "python"
 PEER_PACKAGES = ["fastai==2.8.12", "plum-dispatch<2.10"]  # plum 2.10 breaks fastai 2.8's type dispatch
 EVAL_IMAGES = 512  # training images between evaluations, in every tool
 FASTFT_RECIPE = "shorter rise at batch 32"
@@ -49,13 +50,12 @@ def setup() -> None:
     """fastai's environment: its own venv whose .pth puts fastft's packages (torch, timm) after its own."""
     import site
 
-    if not (PEERS_VENV / "bin" / "python").exists():
+    if not PEER_PYTHON.exists():
         subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
-    py = PEERS_VENV / "bin" / "python"
-    own = subprocess.run([str(py), "-c", "import site; print(site.getsitepackages()[0])"], check=True,
+    own = subprocess.run([str(PEER_PYTHON), "-c", "import site; print(site.getsitepackages()[0])"], check=True,
                          capture_output=True, text=True).stdout.strip()
     Path(own, "zz_fastft_stack.pth").write_text(site.getsitepackages()[0] + "\n")
-    subprocess.run([str(py), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+    subprocess.run([str(PEER_PYTHON), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
 
 
 def export(seed: int, train_samples: int, eval_samples: int, root: Path) -> Path:
@@ -78,15 +78,15 @@ def export(seed: int, train_samples: int, eval_samples: int, root: Path) -> Path
 def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[str], str, str]]:
     """name -> (command without data, seed and output folder; its epochs; its batch). Names have no commas:
     --configs splits on them."""
-    fastai = [str(PEERS_VENV / "bin" / "python"), str(REPO / "benchmarks" / "peers" / "fastai_image.py"),
+    fastai = [str(PEER_PYTHON), str(REPO / "benchmarks" / "peers" / "fastai_image.py"),
               "--model", str(model), "--size", str(a.image_size), "--bs", "64", "--eval_every", str(EVAL_IMAGES // 64)]
     recipe = tta.IMAGE.variants[FASTFT_RECIPE]
     common = list(tta.IMAGE.common)
     common[common.index("--dataset_name") + 1] = "imagefolder"
+    epochs, batch = tta.flag(recipe, "num_train_epochs"), tta.flag(recipe, "per_device_train_batch_size")
     fastft = [sys.executable, str(REPO / "scripts" / "train_image.py"), *common, "--image_size", str(a.image_size),
               *tta.IMAGE.recommended, *recipe, "--learning_rate", str(a.fastft_lr),
-              "--eval_steps", str(EVAL_IMAGES // int(tta.flag(recipe, "per_device_train_batch_size")))]
-    epochs, batch = tta.flag(recipe, "num_train_epochs"), tta.flag(recipe, "per_device_train_batch_size")
+              "--eval_steps", str(EVAL_IMAGES // int(batch))]
     hf = [sys.executable, str(REPO / "benchmarks" / "peers" / "hf_trainer_image.py"), "--model", str(model),
           "--size", str(a.image_size), "--eval_steps", str(EVAL_IMAGES // 8)]
     ft, oc = str(a.fine_tune_epochs), str(a.one_cycle_epochs)
@@ -105,16 +105,6 @@ def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[s
     }
 
 
-def selected(configs: dict, names: str | None) -> list[str]:
-    """The --configs names in their order (default: all); an unknown name is a one-line error."""
-    chosen = [n.strip() for n in names.split(",") if n.strip()] if names else list(configs)
-    unknown = [n for n in chosen if n not in configs]
-    if unknown:
-        raise SystemExit(f"--configs: unknown configuration(s) {', '.join(map(repr, unknown))}; "
-                         f"valid: {', '.join(configs)}")
-    return chosen
-
-
 def markdown(results: list[dict], meta: dict, about: str) -> str:
     """The table: each configuration's time to target and, for each fastft row (named "fastft ..."), how much
     sooner it reached it than each peer, paired by seed (a seed that never reaches the target is infinitely
@@ -131,7 +121,7 @@ def markdown(results: list[dict], meta: dict, about: str) -> str:
     for r in results:
         lr = r["learning_rate"] if isinstance(r["learning_rate"], str) else f"{r['learning_rate']:.2g}"
         median, spread = comparison.seconds_text(r)
-        vs = ["-" if r in ours else tta.ratio_text(tta.paired_ratios(r["times_s"], o["times_s"])) for o in ours]
+        vs = ["-" if r in ours else comparison.ratio_text(comparison.paired_ratios(r["times_s"], o["times_s"])) for o in ours]
         steps = "never" if r["median_steps"] == float("inf") else f"{r['median_steps']:.0f}"
         lines.append(f"| {r['config']} | {r['epochs']} | {r['batch']} | {lr} | {r['reached']}/{r['seeds']} | "
                      f"{median} | {spread} | " + "".join(f"{v} | " for v in vs) + f"{steps} | {comparison.final_text(r)} |")
@@ -162,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     from fastft.offline import image
 
     configs = configurations(a, Path(image.model_asset("fastft:efficientnet_lite0")))
-    names = selected(configs, a.configs)
-    if any(PEERS_VENV.name in configs[n][0][0] for n in names) and not (PEERS_VENV / "bin" / "python").exists():
+    names = tta.selected(list(configs), a.configs)
+    if any(configs[n][0][0] == str(PEER_PYTHON) for n in names) and not PEER_PYTHON.exists():
         raise SystemExit(f"fastai's environment is missing: python benchmarks/peers.py --setup ({PEERS_VENV})")
     seeds = range(a.first_seed, a.first_seed + a.seeds)
     with tempfile.TemporaryDirectory() as tmp, comparison.Runs(Path(tmp) / "runs", a.workers, a.threads,
@@ -185,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             lrs = [json.loads((futures[name, s][1] / "run.json").read_text())["learning_rate"]
                    if (futures[name, s][1] / "run.json").exists() else a.fastft_lr for s in seeds]
             for seed, rows in zip(seeds, per_config[name]):
-                print(f"{name} seed={seed}: time to target {tta.time_to_target(rows, a.target, 'eval_accuracy')}, "
+                print(f"{name} seed={seed}: time to target {comparison.time_to_target(rows, a.target, 'eval_accuracy')}, "
                       f"final {rows[-1]['eval_accuracy']:.4f}", flush=True)
             shown = lrs[0] if len(set(map(str, lrs))) == 1 else "/".join(f"{float(x):.2g}" for x in lrs)
             _, epochs, batch = configs[name]

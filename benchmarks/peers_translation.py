@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 import peers  # noqa: E402
+import time_to_accuracy as tta  # noqa: E402
 from fastft import comparison, host  # noqa: E402
 
 RECIPE = REPO / "recipes" / "translation" / "quickstart.yaml"
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = Path(text.model_asset("fastft:minilm_l6"))
     configs = configurations(a, model)
-    names = peers.selected(configs, a.configs)
+    names = tta.selected(list(configs), a.configs)
     seeds = range(a.first_seed, a.first_seed + a.seeds)
     with tempfile.TemporaryDirectory() as tmp, comparison.Runs(Path(tmp) / "runs", a.workers, a.threads,
                                                                cwd=REPO) as runs:

@@ -202,6 +202,17 @@ def flag(argv: list[str], name: str) -> str:
     return argv[len(argv) - 1 - argv[::-1].index(f"--{name}") + 1]
 
 
+def selected(valid: list[str], names: str | None) -> list[str]:
+    """The comma-separated --configs names in their order (None: every valid one); an unknown name is a
+    one-line error that lists the valid ones."""
+    chosen = [n.strip() for n in names.split(",") if n.strip()] if names else list(valid)
+    unknown = [n for n in chosen if n not in valid]
+    if unknown:
+        raise SystemExit(f"--configs: unknown configuration(s) {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(valid)}")
+    return chosen
+
+
 def summarise(name: str, lr: float, argv: list[str], rows_per_seed: list[list[dict]], target: float,
               metric: str) -> dict:
     """comparison.summarise, with the LR, epochs and batch the table shows."""
@@ -315,11 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             setattr(a, key, value)
     if a.image_size and a.task != "image":
         parser.error("--image_size is for --task image")
-    valid = bench.configurations
-    configs = [c.strip() for c in (a.configs or ",".join(valid)).split(",") if c.strip()]
-    unknown = sorted(set(configs) - set(valid))
-    if unknown:
-        parser.error(f"unknown configuration(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    configs = selected(bench.configurations, a.configs)
     configs = ["baseline", *[c for c in configs if c != "baseline"]]
     common = [*bench.common, *(["--image_size", str(a.image_size)] if a.image_size else []),
               "--max_train_samples", str(a.max_train_samples), "--max_eval_samples", str(a.max_eval_samples),

@@ -149,11 +149,11 @@ def test_the_peers_benchmark_names_each_configuration_without_commas_and_refuses
                                                             one_cycle_epochs=3), tmp_path)
     assert not [n for n in configs if "," in n], "--configs splits on commas"
     names = [n for n in configs if "fastai" in n][-1:] + [n for n in configs if n.startswith("fastft")]
-    assert peers.selected(configs, ",".join(names)) == names
+    assert tta.selected(list(configs), ",".join(names)) == names
     # the old name, with its comma, is two unknown names
     with pytest.raises(SystemExit, match=r"--configs: unknown configuration\(s\) 'fastai fine_tune\(2\)', 'lr_find'; "
                                          r"valid: fastft \(shorter rise at batch 32\), "):
-        peers.selected(configs, "fastft (shorter rise at batch 32),fastai fine_tune(2), lr_find")
+        tta.selected(list(configs), "fastft (shorter rise at batch 32),fastai fine_tune(2), lr_find")
     # the LP-FT row is the recipe after one head-only epoch on cached features, a valid image run
     lp_ft, epochs, _ = configs["fastft (shorter rise at batch 32) after a cached linear-probe epoch"]
     assert epochs == "1+2"
