@@ -8,9 +8,11 @@ Each seed exports its own subset of Fashion-MNIST (the subset fastft's ``max_tra
 ``max_eval_samples`` would draw with that seed) as an imagefolder, and every tool reads that folder
 with the same EfficientNet-Lite0 weights (``fastft:efficientnet_lite0``, a timm checkpoint):
 
-- ``fastft``: ``scripts/train_image.py`` with the benchmark's recipe at this size (time_to_accuracy's
-  ``shorter rise at batch 32``: batch 32, the weight EMA, a 10 % one-cycle rise; its LR from ``--lr_find`` once), and the
-  same after one head-only epoch on cached features (``cache_frozen_features``, LP-FT), a trick no peer has;
+- ``fastft``: ``scripts/train_image.py`` with the shipped ``recipes/image/quickstart.yaml`` (linear decay, its own
+  LR) for 2 epochs, and the same after one head-only epoch on cached features (``cache_frozen_features``, LP-FT,
+  a trick no peer has) with a fresh schedule from the unfreezing; and the earlier one-cycle recipe at this size
+  (time_to_accuracy's ``shorter rise at batch 32``: batch 32, the weight EMA, a 10 % one-cycle rise; its LR from
+  ``--lr_find`` once), alone and after a cached probe epoch;
 - ``fastai fine_tune`` / ``fastai fit_one_cycle`` (unfrozen): ``vision_learner`` with fastai's own head,
   normalisation and ``aug_transforms``, at fastai's default LR and at its ``lr_find`` valley (run before
   training, untimed, as fastft's own LR test is), in a separate environment (fastai and its
@@ -32,6 +34,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
@@ -44,6 +48,8 @@ PEER_PACKAGES = ["fastai==2.8.12", "plum-dispatch<2.10"]  # plum 2.10 breaks fas
 EVAL_IMAGES = 512  # training images between evaluations, in every tool
 FASTFT_RECIPE = "shorter rise at batch 32"
 LP_FT = ["--freeze_epochs", "1", "--cache_frozen_features", "true"]  # one probe epoch ahead of the recipe's
+QUICKSTART = REPO / "recipes" / "image" / "quickstart.yaml"
+QUICKSTART_EPOCHS = "2"  # its one epoch of 20,000 images is 625 steps; 2 epochs of 4,096 are 256
 
 
 def setup() -> None:
@@ -87,6 +93,14 @@ def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[s
     fastft = [sys.executable, str(REPO / "scripts" / "train_image.py"), *common, "--image_size", str(a.image_size),
               *tta.IMAGE.recommended, *recipe, "--learning_rate", str(a.fastft_lr),
               "--eval_steps", str(EVAL_IMAGES // int(batch))]
+    # The shipped quickstart recipe as it is (its own LR, linear decay), at this size and evaluation rate.
+    shipped = yaml.safe_load(QUICKSTART.read_text())
+    qs_batch = str(shipped["per_device_train_batch_size"])
+    quickstart = [sys.executable, str(REPO / "scripts" / "train_image.py"), "--config", str(QUICKSTART),
+                  "--dataset_name", "imagefolder", "--max_train_samples", str(a.max_train_samples),
+                  "--max_eval_samples", str(a.max_eval_samples), "--image_size", str(a.image_size),
+                  "--report_to", "none", "--learning_rate", str(shipped["learning_rate"]),
+                  "--eval_steps", str(EVAL_IMAGES // int(qs_batch))]
     hf = [sys.executable, str(REPO / "benchmarks" / "peers" / "hf_trainer_image.py"), "--model", str(model),
           "--size", str(a.image_size), "--eval_steps", str(EVAL_IMAGES // 8)]
     ft, oc = str(a.fine_tune_epochs), str(a.one_cycle_epochs)
@@ -94,6 +108,11 @@ def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[s
         f"fastft ({FASTFT_RECIPE})": (fastft, epochs, batch),
         f"fastft ({FASTFT_RECIPE}) after a cached linear-probe epoch": (
             [*fastft, *LP_FT, "--num_train_epochs", str(int(epochs) + 1)], f"1+{epochs}", batch),
+        f"fastft quickstart recipe for {QUICKSTART_EPOCHS} epochs": (
+            [*quickstart, "--num_train_epochs", QUICKSTART_EPOCHS], QUICKSTART_EPOCHS, qs_batch),
+        "fastft quickstart recipe after a cached linear-probe epoch and a restarted schedule": (
+            [*quickstart, *LP_FT, *tta.RESTART, "--num_train_epochs", str(int(QUICKSTART_EPOCHS) + 1)],
+            f"1+{QUICKSTART_EPOCHS}", qs_batch),
         f"fastai fine_tune({ft}) at its default LR": ([*fastai, "--method", "fine_tune", "--epochs", ft], f"1+{ft}", "64"),
         f"fastai fine_tune({ft}) at its lr_find LR": (
             [*fastai, "--method", "fine_tune", "--epochs", ft, "--lr", "lr_find"], f"1+{ft}", "64"),
@@ -138,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max_train_samples", type=int, default=4096)
     p.add_argument("--max_eval_samples", type=int, default=1000)
     p.add_argument("--image_size", type=int, default=64)
-    p.add_argument("--fastft_lr", type=float, default=2.78e-3, help="the recipe's LR (its --lr_find suggestion)")
+    p.add_argument("--fastft_lr", type=float, default=2.78e-3,
+                   help="the one-cycle rows' LR (their --lr_find suggestion); the quickstart rows train at its own")
     p.add_argument("--fine_tune_epochs", type=int, default=2, help="fastai fine_tune's unfrozen epochs")
     p.add_argument("--one_cycle_epochs", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
@@ -171,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(str(err)) from None
         results = []
         for name in names:
-            # a peer writes the LR it trained at (its lr_find valley) to run.json; fastft trains at fastft_lr
+            # a peer writes the LR it trained at (its lr_find valley) to run.json; fastft's is in its command
             lrs = [json.loads((futures[name, s][1] / "run.json").read_text())["learning_rate"]
-                   if (futures[name, s][1] / "run.json").exists() else a.fastft_lr for s in seeds]
+                   if (futures[name, s][1] / "run.json").exists()
+                   else float(tta.flag(configs[name][0], "learning_rate")) for s in seeds]
             for seed, rows in zip(seeds, per_config[name]):
                 print(f"{name} seed={seed}: time to target {comparison.time_to_target(rows, a.target, 'eval_accuracy')}, "
                       f"final {rows[-1]['eval_accuracy']:.4f}", flush=True)

@@ -75,6 +75,10 @@ class Bench:
 EMA_2_EPOCHS = ["--model_ema", "true", "--num_train_epochs", "2"]
 SHORT_RISE = [*EMA_2_EPOCHS, "--one_cycle_pct_start", "0.1"]  # the shorter one-cycle rise (10 %), with the EMA
 HALF_BATCH = ["--per_device_train_batch_size", "32", "--lr_scaling", "linear"]  # at half the LR (linear scaling)
+# recipes/image/quickstart.yaml: the weight EMA at batch 32, linear decay
+LINEAR_EMA = ["--model_ema", "true", *HALF_BATCH, "--lr_scheduler_type", "linear", "--warmup_steps", "0"]
+LINEAR_LP_FT = [*LINEAR_EMA, "--freeze_epochs", "1", "--num_train_epochs", "2", "--cache_frozen_features", "true"]
+RESTART = ["--restart_schedule_at_unfreeze", "true", "--warmup_steps", "0.1"]  # a fresh schedule after the probe
 IMAGE = Bench(
     script="train_image.py", metric="eval_accuracy", eval_data="Fashion-MNIST test images",
     common=["--model_name_or_path", "fastft:efficientnet_lite0", "--dataset_name", "fastft:fashion_mnist",
@@ -127,11 +131,15 @@ IMAGE = Bench(
                   "--label_smoothing_factor", "0"],
               # One-cycle alone replaced by linear decay (label smoothing kept); and the quickstart after a
               # cached linear-probe epoch (LP-FT), to time that trick to the quickstart's own target.
-              "weight EMA at batch 32 with linear decay": [
-                  "--model_ema", "true", *HALF_BATCH, "--lr_scheduler_type", "linear", "--warmup_steps", "0"],
+              "weight EMA at batch 32 with linear decay": LINEAR_EMA,
               "recommended + weight EMA and 10% rise at batch 32 after a cached linear-probe epoch": [
                   "--model_ema", "true", "--one_cycle_pct_start", "0.1", *HALF_BATCH, "--freeze_epochs", "1",
                   "--num_train_epochs", "2", "--cache_frozen_features", "true"],
+              # LP-FT on the quickstart as it is, with one schedule over both phases or a fresh one (and its
+              # warmup) from the unfreezing, as fastai's fine_tune runs it.
+              "weight EMA at batch 32 with linear decay after a cached linear-probe epoch": LINEAR_LP_FT,
+              "weight EMA at batch 32 with linear decay after a cached linear-probe epoch and a restarted schedule":
+                  [*LINEAR_LP_FT, *RESTART],
               # The LR range test inside the run (its time counted), not a separate, untimed command.
               "recommended with learning_rate auto": ["--learning_rate", "auto"],
               "recommended with learning_rate auto over 40 steps": ["--learning_rate", "auto", "--lr_find_steps", "40"],

@@ -85,6 +85,9 @@ class TrainingArguments:
     label_smoothing_factor: float = field(0.0, "Label smoothing epsilon (Szegedy et al. 2016).", min=0, max=1,
                                           exclusive_max=True)
     freeze_epochs: int = field(0, "Epochs to train only the new head before unfreezing the backbone.", min=0)
+    restart_schedule_at_unfreeze: bool = field(False, "With freeze_epochs: run the LR schedule over the frozen "
+                                               "epochs, then again from its start (warmup included) at the "
+                                               "unfreezing, as fastai's fine_tune does.")
     head_lr_scale: float = field(1.0, "LR multiplier for newly initialised weights (head, cross-attention) over "
                                       "the pretrained ones (discriminative LRs).", min=0, exclusive_min=True)
     layer_decay: Optional[float] = field(None, "Layer-wise LR decay: each layer below the top gets this factor.",
@@ -333,6 +336,12 @@ def check_training_args(args: TrainingArguments) -> None:
                         f"{args.lr_scheduler_type!r}); drop it or switch to multistep")
     if any(e <= 0 for e in args.lr_decay_epochs):
         raise UserError(f"lr_decay_epochs must all be > 0, got {args.lr_decay_epochs}")
+    if args.restart_schedule_at_unfreeze and not args.freeze_epochs:
+        raise UserError("restart_schedule_at_unfreeze restarts the LR schedule when the backbone unfreezes, and "
+                        "freeze_epochs is 0: set freeze_epochs (head-only epochs first) or drop it")
+    if args.restart_schedule_at_unfreeze and args.lr_scheduler_type == "multistep":
+        raise UserError("restart_schedule_at_unfreeze does not apply to lr_scheduler_type multistep (its "
+                        "lr_decay_epochs count from the run's start); use linear, cosine or one_cycle")
     if args.reference_batch_size and args.lr_scaling == "none":
         raise UserError("reference_batch_size does nothing with lr_scaling none; drop it, or choose linear or "
                         "sqrt scaling")

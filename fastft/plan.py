@@ -12,7 +12,7 @@ from typing import Any
 
 from fastft.config import TrainingArguments
 from fastft.errors import UserError
-from fastft.schedules import Schedule, scale_lr
+from fastft.schedules import Restarted, Schedule, scale_lr
 
 
 @dataclasses.dataclass
@@ -30,7 +30,7 @@ class TrainPlan:
     learning_rate: float  # as stated in the recipe
     reference_batch_size: int | None
     scaled_learning_rate: float
-    schedule: Schedule
+    schedule: Schedule | Restarted
     model_ema_decay: float | None = None  # None: no weight averaging
     model_ema_warmup: bool = False
     # recipe: as the recipe states it; lr_find: learning_rate auto, picked by the range test at the start;
@@ -48,7 +48,11 @@ class TrainPlan:
         ref = (f"{self.learning_rate:g} at reference batch {self.reference_batch_size}"
                if self.reference_batch_size else f"{self.learning_rate:g} (no LR scaling)")
         scaled = f"{self.scaled_learning_rate:.6g}"
-        checkpoints = sorted({0, self.warmup_steps, self.total_steps // 2, self.total_steps - 1})
+        marks = {0, self.warmup_steps, self.total_steps // 2, self.total_steps - 1}
+        if isinstance(s, Restarted):  # the first phase's end and the restart's peak
+            marks = {0, s.first.warmup_steps, s.first.total_steps - 1, s.first.total_steps,
+                     s.first.total_steps + s.second.warmup_steps, self.total_steps - 1}
+        checkpoints = sorted(marks)
         points = ", ".join(f"step {t}: {self.scaled_learning_rate * s.lr_factor(t):.4g}" for t in checkpoints
                            if 0 <= t < self.total_steps)
         if self.learning_rate_source == "lr_find":
@@ -72,6 +76,9 @@ class TrainPlan:
                else f" (from {s.warmup_start:.4g} x peak)" if s.warmup_start else ""),
             f"schedule:                   {s.kind}; LR at {points}",
         ]
+        if isinstance(s, Restarted):
+            lines.insert(-1, f"schedule restarted:         at step {s.first.total_steps} (the unfreezing), warming "
+                             f"up over {s.second.warmup_steps}; the head-only steps warm up over {s.first.warmup_steps}")
         if s.momentum(0) is not None:
             lines.append(f"momentum/beta1 cycled:      {s.momentum(0):g} -> "
                          f"{min(s.momentum(t) for t in range(0, self.total_steps, max(1, self.total_steps // 200)))}"
@@ -108,9 +115,35 @@ def make_plan(args: TrainingArguments, num_train_samples: int, num_processes: in
         total = args.max_steps
     else:
         total = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-    if args.freeze_epochs and args.freeze_epochs * steps_per_epoch >= total:  # a linear probe, if meant
+    freeze_steps = args.freeze_epochs * steps_per_epoch
+    if args.restart_schedule_at_unfreeze and freeze_steps >= total:
+        raise UserError(f"restart_schedule_at_unfreeze: freeze_epochs ({args.freeze_epochs}) covers the whole run "
+                        f"({total} steps), so no schedule is left to restart; train longer or unset it")
+    if args.freeze_epochs and freeze_steps >= total:  # a linear probe, if meant
         warnings.warn(f"freeze_epochs ({args.freeze_epochs}) covers the whole run ({total / steps_per_epoch:g} "
                       f"epochs): only the head trains, the backbone never does", stacklevel=2)
+    global_batch = args.per_device_train_batch_size * num_processes * args.gradient_accumulation_steps
+    scaled = scale_lr(stated, global_batch, args.reference_batch_size, args.lr_scaling)
+    if args.restart_schedule_at_unfreeze:  # each phase planned as a run of its own
+        schedule: Schedule | Restarted = Restarted(_schedule(args, freeze_steps, steps_per_epoch, stated, scaled),
+                                                   _schedule(args, total - freeze_steps, steps_per_epoch, stated,
+                                                             scaled))
+    else:
+        schedule = _schedule(args, total, steps_per_epoch, stated, scaled)
+    return TrainPlan(
+        num_processes=num_processes, per_device_train_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, global_batch_size=global_batch,
+        num_train_samples=num_train_samples, batches_per_epoch=batches, steps_per_epoch=steps_per_epoch,
+        total_steps=total, num_epochs=total / steps_per_epoch, warmup_steps=schedule.warmup_steps,
+        learning_rate=stated, reference_batch_size=args.reference_batch_size,
+        scaled_learning_rate=scaled, schedule=schedule,
+        model_ema_decay=args.model_ema_decay if args.model_ema else None, model_ema_warmup=args.model_ema_warmup,
+        learning_rate_source=("lr_find" if learning_rate is not None else "pending") if auto else "recipe",
+    )
+
+
+def _schedule(args: TrainingArguments, total: int, steps_per_epoch: int, stated: float, scaled: float) -> Schedule:
+    """The recipe's schedule over ``total`` optimizer steps (a warmup ratio is of these steps)."""
     if args.warmup_steps < 1:
         warmup = round(args.warmup_steps * total)
     elif float(args.warmup_steps).is_integer():
@@ -120,11 +153,10 @@ def make_plan(args: TrainingArguments, num_train_samples: int, num_processes: in
     if args.lr_scheduler_type == "one_cycle" and warmup == 0:
         warmup = max(1, round(args.one_cycle_pct_start * total))
     if warmup >= total and args.lr_scheduler_type != "constant":
-        raise UserError(f"warmup_steps ({warmup}) must be fewer than the total optimizer steps ({total})")
-
-    global_batch = args.per_device_train_batch_size * num_processes * args.gradient_accumulation_steps
-    scaled = scale_lr(stated, global_batch, args.reference_batch_size, args.lr_scaling)
-    schedule = Schedule(
+        raise UserError(f"warmup_steps ({warmup}) must be fewer than the "
+                        + (f"optimizer steps of each phase ({total})" if args.restart_schedule_at_unfreeze
+                           else f"total optimizer steps ({total})"))
+    return Schedule(
         kind=args.lr_scheduler_type, total_steps=total, warmup_steps=warmup,
         # Goyal et al. warm up from the reference LR to the scaled one; otherwise from 0.
         warmup_start=stated / scaled if scaled > stated else 0.0,
@@ -135,14 +167,4 @@ def make_plan(args: TrainingArguments, num_train_samples: int, num_processes: in
         cyclic_mode=args.cyclic_mode, cyclic_base=args.cyclic_base_lr_ratio,
         cyclic_step_size=args.cyclic_step_size or 2 * steps_per_epoch, cyclic_gamma=args.cyclic_gamma,
         cycle_momentum=args.cycle_momentum, base_momentum=args.base_momentum, max_momentum=args.max_momentum,
-    )
-    return TrainPlan(
-        num_processes=num_processes, per_device_train_batch_size=args.per_device_train_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, global_batch_size=global_batch,
-        num_train_samples=num_train_samples, batches_per_epoch=batches, steps_per_epoch=steps_per_epoch,
-        total_steps=total, num_epochs=total / steps_per_epoch, warmup_steps=warmup,
-        learning_rate=stated, reference_batch_size=args.reference_batch_size,
-        scaled_learning_rate=scaled, schedule=schedule,
-        model_ema_decay=args.model_ema_decay if args.model_ema else None, model_ema_warmup=args.model_ema_warmup,
-        learning_rate_source=("lr_find" if learning_rate is not None else "pending") if auto else "recipe",
     )

@@ -16,14 +16,14 @@ matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from fastft.schedules import Schedule  # noqa: E402
+from fastft.schedules import Restarted, Schedule  # noqa: E402
 
 X_AXES = (("step", "optimizer step"), ("elapsed_s", "wall time since the start (s)"))
 ONE_EVALUATION = "one evaluation: set eval_strategy steps for a curve"
 NO_EVALUATION = "no evaluation logged (eval_strategy no?)"
 
 
-def plot_schedule(path: Path, schedule: Schedule, peak_lr: float) -> None:
+def plot_schedule(path: Path, schedule: Schedule | Restarted, peak_lr: float) -> None:
     steps = list(range(schedule.total_steps))
     stride = max(1, len(steps) // 2000)
     steps = steps[::stride]
@@ -32,7 +32,7 @@ def plot_schedule(path: Path, schedule: Schedule, peak_lr: float) -> None:
     ax.plot(steps, [peak_lr * schedule.lr_factor(t) for t in steps], color="tab:blue")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate", color="tab:blue")
-    ax.set_title(f"{schedule.kind} schedule, {schedule.warmup_steps} warmup steps")
+    ax.set_title(schedule.title())
     if momentum[0] is not None:
         ax2 = ax.twinx()
         ax2.plot(steps, momentum, color="tab:orange")
@@ -110,7 +110,7 @@ def curve_figures(train_rows: list[dict[str, Any]], eval_rows: list[dict[str, An
                 target_line(main_metric, target_metric, target_value))}
 
 
-def write_plots(output_dir: Path, schedule: Schedule, peak_lr: float, train_rows: list[dict[str, Any]],
+def write_plots(output_dir: Path, schedule: Schedule | Restarted, peak_lr: float, train_rows: list[dict[str, Any]],
                 eval_rows: list[dict[str, Any]], main_metric: str, *, target_metric: Optional[str] = None,
                 target_value: Optional[float] = None, label_smoothing: float = 0.0,
                 soft_targets: bool = False) -> list[Path]:

@@ -49,6 +49,9 @@ class Schedule:
     base_momentum: float = 0.85
     max_momentum: float = 0.95
 
+    def title(self) -> str:
+        return f"{self.kind} schedule, {self.warmup_steps} warmup steps"
+
     def lr_factor(self, t: int) -> float:
         t = max(t, 0)
         if self.kind == "one_cycle":  # torch's OneCycleLR is undefined past its last step: hold the end
@@ -117,6 +120,49 @@ class Schedule:
 
 
 @dataclasses.dataclass
+class Restarted:
+    """``first`` over the head-only steps, then ``second`` from its own start (its warmup included) at the
+    unfreezing, as fastai's ``fine_tune`` runs two one-cycles: the backbone, untouched so far and with no
+    optimizer state yet, starts at a low LR instead of wherever one schedule over the whole run has got to."""
+
+    first: Schedule
+    second: Schedule
+
+    @property
+    def kind(self) -> str:
+        return self.second.kind
+
+    @property
+    def total_steps(self) -> int:
+        return self.first.total_steps + self.second.total_steps
+
+    @property
+    def warmup_steps(self) -> int:
+        """The fine-tuning phase's warmup: the one the backbone trains under."""
+        return self.second.warmup_steps
+
+    @property
+    def warmup_start(self) -> float:
+        return self.second.warmup_start
+
+    def _phase(self, t: int) -> tuple[Schedule, int]:
+        at = self.first.total_steps
+        return (self.first, t) if t < at else (self.second, t - at)
+
+    def lr_factor(self, t: int) -> float:
+        schedule, u = self._phase(max(t, 0))
+        return schedule.lr_factor(u)
+
+    def momentum(self, t: int) -> Optional[float]:
+        schedule, u = self._phase(max(t, 0))
+        return schedule.momentum(u)
+
+    def title(self) -> str:
+        return (f"{self.kind} schedule restarted at the unfreezing (step {self.first.total_steps}), "
+                f"{self.first.warmup_steps} + {self.second.warmup_steps} warmup steps")
+
+
+@dataclasses.dataclass
 class RangeTest:
     """The LR range test's sweep (Smith 2017), as factors of the peak: exponential from ``start`` to ``end``
     over ``steps`` optimizer steps; momentum left alone."""
@@ -140,7 +186,7 @@ class Scheduler:
     ``lr = initial_lr * lr_scale * schedule factor``, ``lr_scale`` being timm's layer-wise decay.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: "Schedule | RangeTest"):
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: "Schedule | Restarted | RangeTest"):
         self.optimizer, self.schedule = optimizer, schedule
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])

@@ -29,6 +29,20 @@ def test_the_image_quickstart_is_ablated_trick_by_trick_with_valid_recipes():
     assert kept == [] and args.target_metric == "eval_accuracy" and args.target_value == 0.85
 
 
+def test_lp_ft_with_a_restarted_schedule_is_ablated_phase_by_phase():
+    """Without the head-only epochs nothing is left to cache or restart; without the restart the probe and
+    the fine-tuning share one schedule; each is a valid recipe."""
+    lp_ft = ["--freeze_epochs", "1", "--num_train_epochs", "2", "--cache_frozen_features", "true",
+             "--restart_schedule_at_unfreeze", "true", "--warmup_steps", "0.1"]
+    runs, _, _ = configurations("image", REPO / "fastft/recipes/image/quickstart.yaml", lp_ft, [])
+    ablated = dict(runs[1:])
+    assert ablated["without head-only epochs before unfreezing"] == {
+        "freeze_epochs": 0, "cache_frozen_features": False, "restart_schedule_at_unfreeze": False}
+    assert ablated["without LR schedule restarted at the unfreezing"] == {"restart_schedule_at_unfreeze": False}
+    assert ablated["without head-only epochs as a linear probe on features computed once (LP-FT)"] == {
+        "cache_frozen_features": False}
+
+
 @pytest.mark.parametrize("recipe", shipped_recipes(), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_shipped_recipe_minus_each_of_its_tricks_is_a_valid_recipe(recipe):
     """A trick's off values must make a recipe that parses, passes the cross-field checks and has the trick

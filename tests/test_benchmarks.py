@@ -146,7 +146,8 @@ def test_the_peers_benchmark_names_each_configuration_without_commas_and_refuses
 
     peers = load("peers")
     configs = peers.configurations(peers.argparse.Namespace(image_size=64, fastft_lr=2.78e-3, fine_tune_epochs=2,
-                                                            one_cycle_epochs=3), tmp_path)
+                                                            one_cycle_epochs=3, max_train_samples=4096,
+                                                            max_eval_samples=1000), tmp_path)
     assert not [n for n in configs if "," in n], "--configs splits on commas"
     names = [n for n in configs if "fastai" in n][-1:] + [n for n in configs if n.startswith("fastft")]
     assert tta.selected(list(configs), ",".join(names)) == names
@@ -162,6 +163,17 @@ def test_the_peers_benchmark_names_each_configuration_without_commas_and_refuses
     out = capsys.readouterr().out
     assert "total optimizer steps:      96 (3 epochs)" in out
     assert "(freeze_epochs=1); head-only epochs as a linear probe on features computed once" in out
+    # the shipped quickstart, as it is but for the data, size and epochs, with a probe epoch and a fresh
+    # schedule after it
+    restarted, epochs, batch = configs["fastft quickstart recipe after a cached linear-probe epoch and a restarted "
+                                       "schedule"]
+    assert (epochs, batch) == ("1+2", "32") and tta.flag(restarted, "config").endswith("recipes/image/quickstart.yaml")
+    assert main(ImageTask, ImageArguments, [*restarted[2:], "--dataset_name", "fastft:fashion_mnist",
+                                            "--max_train_samples", "1024", "--output_dir", str(tmp_path / "q"),
+                                            "--dry_run"]) is None
+    out = capsys.readouterr().out
+    assert "total optimizer steps:      96 (3 epochs)" in out and "learning rate (scaled):     0.001" in out
+    assert "schedule restarted:         at step 32 (the unfreezing), warming up over 6" in out
 
 
 @pytest.mark.parametrize("task", ["image", "translation"])
@@ -177,9 +189,10 @@ def test_every_benchmark_configuration_is_a_valid_recipe(task, capsys):
                           "translation": (TranslationTask, TranslationArguments)}[task]
     variants = [bench.recommended + flags for flags in bench.variants.values()]
     for extra in [bench.no_trainer + flags for flags in bench.tricks.values()] + [bench.recommended, *variants]:
-        # as the benchmark orders them: the LR first, so a configuration's own (learning_rate auto) wins
-        argv = [*bench.common, "--learning_rate", "1e-3", *extra, "--num_train_epochs", "1", "--eval_steps", "5",
-                "--max_train_samples", "1024", "--output_dir", "unused", "--dry_run"]
+        # as the benchmark orders them: the common flags first, so a configuration's own (learning_rate auto,
+        # two epochs for a probe epoch and one of fine-tuning) win
+        argv = [*bench.common, "--num_train_epochs", "1", "--eval_steps", "5", "--max_train_samples", "1024",
+                "--learning_rate", "1e-3", *extra, "--output_dir", "unused", "--dry_run"]
         assert main(task_cls, args_cls, argv) is None, extra
     assert "global batch" in capsys.readouterr().out
 

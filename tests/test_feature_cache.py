@@ -137,3 +137,19 @@ def test_a_model_whose_output_is_not_its_classifiers_is_refused(tiny_images, tin
             run(image_argv(tmp_path / "bad", tiny_images, tiny_model, "--cache_frozen_features", "true", *extra))
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_restarted_schedule_warms_the_unfrozen_backbone_up_afresh(tmp_path, tiny_images, tiny_model):
+    """LP-FT as fastai's fine_tune runs it: the probe's schedule ends, and the backbone's first steps get the
+    start of a fresh one (LR 0, then its warmup), not what one schedule over the whole run has reached."""
+    out = tmp_path / "restarted"
+    final = run(image_argv(out, tiny_images, tiny_model, "--freeze_epochs", "1", "--cache_frozen_features", "true",
+                           "--num_train_epochs", "3", "--lr_scheduler_type", "linear", "--warmup_steps", "2",
+                           "--restart_schedule_at_unfreeze", "true"))
+    rates = [json.loads(line)["learning_rate"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    # The LR each step sets for the next: 45 images at batch 8 are 6 steps an epoch, 6 head-only, then 12.
+    head_only = [0.5, 1.0, 0.75, 0.5, 0.25]
+    unfrozen = [0.0, 0.5, 1.0, *[1 - k / 10 for k in range(1, 11)]]
+    assert rates == pytest.approx([0.01 * f for f in head_only + unfrozen])
+    assert final["eval_accuracy"] >= 0.9
+    assert "LR schedule restarted at the unfreezing" in (out / "README.md").read_text()

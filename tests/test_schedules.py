@@ -378,3 +378,39 @@ def test_describe_and_as_dict():
     d = plan.as_dict()
     assert d["lr_scheduler_type"] == "one_cycle" and d["total_steps"] == 20 and "schedule" not in d
 
+
+
+@pytest.mark.parametrize("kind, warmup", [("linear", 0.1), ("one_cycle", 0), ("cosine", 3)])
+def test_restart_at_unfreeze_runs_the_schedule_afresh_over_each_phase(kind, warmup):
+    """fastai's fine_tune: the head-only epochs get the schedule, and the rest gets it again from its start,
+    warmup included, each phase as if it were a run of that length."""
+    common = dict(per_device_train_batch_size=10, lr_scheduler_type=kind, warmup_steps=warmup, learning_rate=0.01)
+    plan = make_plan(args(freeze_epochs=1, num_train_epochs=3, restart_schedule_at_unfreeze=True, **common), 200, 1)
+    head_only = make_plan(args(num_train_epochs=1, **common), 200, 1)  # 20 steps
+    rest = make_plan(args(num_train_epochs=2, **common), 200, 1)  # 40 steps
+    assert plan.total_steps == 60 and plan.warmup_steps == rest.warmup_steps
+    assert lrs(plan) == lrs(head_only) + lrs(rest)
+    momenta = [plan.schedule.momentum(t) for t in range(60)]
+    assert momenta == [head_only.schedule.momentum(t) for t in range(20)] + [rest.schedule.momentum(t)
+                                                                             for t in range(40)]
+    assert lrs(plan)[20] < plan.scaled_learning_rate / 20  # the backbone's first step: a fresh, low LR
+    one = make_plan(args(freeze_epochs=1, num_train_epochs=3, **common), 200, 1)
+    assert lrs(one) == lrs(make_plan(args(num_train_epochs=3, **common), 200, 1))  # off: one schedule, as before
+    assert "schedule restarted:         at step 20 (the unfreezing)" in plan.describe()
+
+
+def test_restart_at_unfreeze_that_cannot_apply_is_an_error():
+    from fastft.config import check_training_args
+
+    with pytest.raises(UserError, match="restart_schedule_at_unfreeze.*freeze_epochs is 0"):
+        check_training_args(args(restart_schedule_at_unfreeze=True))
+    with pytest.raises(UserError, match="restart_schedule_at_unfreeze.*multistep"):
+        check_training_args(args(restart_schedule_at_unfreeze=True, freeze_epochs=1, lr_scheduler_type="multistep",
+                                 lr_decay_epochs=[2]))
+    with pytest.raises(UserError, match=r"freeze_epochs \(2\) covers the whole run \(20 steps\)"):
+        make_plan(args(restart_schedule_at_unfreeze=True, freeze_epochs=2, num_train_epochs=2,
+                       per_device_train_batch_size=10), 100, 1)
+    with pytest.raises(UserError, match=r"warmup_steps \(15\) must be fewer than the optimizer steps of each "
+                                        r"phase \(10\)"):
+        make_plan(args(restart_schedule_at_unfreeze=True, freeze_epochs=1, num_train_epochs=3, warmup_steps=15,
+                       per_device_train_batch_size=10), 100, 1)
