@@ -379,7 +379,6 @@ def test_describe_and_as_dict():
     assert d["lr_scheduler_type"] == "one_cycle" and d["total_steps"] == 20 and "schedule" not in d
 
 
-
 @pytest.mark.parametrize("kind, warmup", [("linear", 0.1), ("one_cycle", 0), ("cosine", 3)])
 def test_restart_at_unfreeze_runs_the_schedule_afresh_over_each_phase(kind, warmup):
     """fastai's fine_tune: the head-only epochs get the schedule, and the rest gets it again from its start,
