@@ -47,7 +47,6 @@ PEER_PYTHON = PEERS_VENV / "bin" / "python"
 PEER_PACKAGES = ["fastai==2.8.12", "plum-dispatch<2.10"]  # plum 2.10 breaks fastai 2.8's type dispatch
 EVAL_IMAGES = 512  # training images between evaluations, in every tool
 FASTFT_RECIPE = "shorter rise at batch 32"
-LP_FT = ["--freeze_epochs", "1", "--cache_frozen_features", "true"]  # one probe epoch ahead of the recipe's
 QUICKSTART = REPO / "recipes" / "image" / "quickstart.yaml"
 QUICKSTART_EPOCHS = "2"  # its one epoch of 20,000 images is 625 steps; 2 epochs of 4,096 are 256
 
@@ -107,11 +106,11 @@ def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[s
     return {
         f"fastft ({FASTFT_RECIPE})": (fastft, epochs, batch),
         f"fastft ({FASTFT_RECIPE}) after a cached linear-probe epoch": (
-            [*fastft, *LP_FT, "--num_train_epochs", str(int(epochs) + 1)], f"1+{epochs}", batch),
+            [*fastft, *tta.LP_FT, "--num_train_epochs", str(int(epochs) + 1)], f"1+{epochs}", batch),
         f"fastft quickstart recipe for {QUICKSTART_EPOCHS} epochs": (
             [*quickstart, "--num_train_epochs", QUICKSTART_EPOCHS], QUICKSTART_EPOCHS, qs_batch),
         "fastft quickstart recipe after a cached linear-probe epoch and a restarted schedule": (
-            [*quickstart, *LP_FT, *tta.RESTART, "--num_train_epochs", str(int(QUICKSTART_EPOCHS) + 1)],
+            [*quickstart, *tta.LP_FT, *tta.RESTART, "--num_train_epochs", str(int(QUICKSTART_EPOCHS) + 1)],
             f"1+{QUICKSTART_EPOCHS}", qs_batch),
         f"fastai fine_tune({ft}) at its default LR": ([*fastai, "--method", "fine_tune", "--epochs", ft], f"1+{ft}", "64"),
         f"fastai fine_tune({ft}) at its lr_find LR": (

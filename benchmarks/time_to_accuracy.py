@@ -77,7 +77,8 @@ SHORT_RISE = [*EMA_2_EPOCHS, "--one_cycle_pct_start", "0.1"]  # the shorter one-
 HALF_BATCH = ["--per_device_train_batch_size", "32", "--lr_scaling", "linear"]  # at half the LR (linear scaling)
 # recipes/image/quickstart.yaml: the weight EMA at batch 32, linear decay
 LINEAR_EMA = ["--model_ema", "true", *HALF_BATCH, "--lr_scheduler_type", "linear", "--warmup_steps", "0"]
-LINEAR_LP_FT = [*LINEAR_EMA, "--freeze_epochs", "1", "--num_train_epochs", "2", "--cache_frozen_features", "true"]
+LP_FT = ["--freeze_epochs", "1", "--cache_frozen_features", "true"]  # a cached probe epoch ahead of the recipe's
+LINEAR_LP_FT = [*LINEAR_EMA, *LP_FT, "--num_train_epochs", "2"]
 RESTART = ["--restart_schedule_at_unfreeze", "true", "--warmup_steps", "0.1"]  # a fresh schedule after the probe
 IMAGE = Bench(
     script="train_image.py", metric="eval_accuracy", eval_data="Fashion-MNIST test images",
@@ -127,14 +128,13 @@ IMAGE = Bench(
                   "--model_ema", "true", "--one_cycle_pct_start", "0.1", *HALF_BATCH],
               # The same without what `fastft ablate` found not to shorten it: one-cycle, label smoothing.
               "weight EMA at batch 32 with linear decay and no label smoothing": [
-                  "--model_ema", "true", *HALF_BATCH, "--lr_scheduler_type", "linear", "--warmup_steps", "0",
-                  "--label_smoothing_factor", "0"],
+                  *LINEAR_EMA, "--label_smoothing_factor", "0"],
               # One-cycle alone replaced by linear decay (label smoothing kept); and the quickstart after a
               # cached linear-probe epoch (LP-FT), to time that trick to the quickstart's own target.
               "weight EMA at batch 32 with linear decay": LINEAR_EMA,
               "recommended + weight EMA and 10% rise at batch 32 after a cached linear-probe epoch": [
-                  "--model_ema", "true", "--one_cycle_pct_start", "0.1", *HALF_BATCH, "--freeze_epochs", "1",
-                  "--num_train_epochs", "2", "--cache_frozen_features", "true"],
+                  "--model_ema", "true", "--one_cycle_pct_start", "0.1", *HALF_BATCH, *LP_FT,
+                  "--num_train_epochs", "2"],
               # LP-FT on the quickstart as it is, with one schedule over both phases or a fresh one (and its
               # warmup) from the unfreezing, as fastai's fine_tune runs it.
               "weight EMA at batch 32 with linear decay after a cached linear-probe epoch": LINEAR_LP_FT,
@@ -145,8 +145,7 @@ IMAGE = Bench(
               "recommended with learning_rate auto over 40 steps": ["--learning_rate", "auto", "--lr_find_steps", "40"],
               # A head-only epoch before the recipe's, its features computed once or not (LP-FT, Kumar et al. 2022).
               "recommended after a head-only epoch": ["--freeze_epochs", "1", "--num_train_epochs", "2"],
-              "recommended after a cached linear-probe epoch": ["--freeze_epochs", "1", "--num_train_epochs", "2",
-                                                                "--cache_frozen_features", "true"]},
+              "recommended after a cached linear-probe epoch": [*LP_FT, "--num_train_epochs", "2"]},
     defaults={"target": 0.85, "max_train_samples": 10000, "max_eval_samples": 2000, "epochs": 2, "eval_steps": 20,
               "sweep": "1e-4,3e-4,1e-3,3e-3", "image_size": 64},
 )
