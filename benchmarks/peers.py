@@ -3,6 +3,8 @@ thread count and machine, in one run.
 
     python benchmarks/peers.py --setup               # fastai's own environment, once (benchmarks/.venv-peers)
     python benchmarks/peers.py --workers 2 --threads 1 --seeds 3
+    python benchmarks/peers.py --max_train_samples 20000 --max_eval_samples 2000 --target 0.85 \
+        --eval_images 1024 --quickstart_epochs 1 --configs ...   # at the quickstart's own size
 
 Each seed exports its own subset of Fashion-MNIST (the subset fastft's ``max_train_samples`` /
 ``max_eval_samples`` would draw with that seed) as an imagefolder, and every tool reads that folder
@@ -20,8 +22,8 @@ with the same EfficientNet-Lite0 weights (``fastft:efficientnet_lite0``, a timm 
 - ``HF Trainer``: transformers' image-classification example (torchvision augmentation, TimmWrapper,
   ``Trainer``) at its README's hyperparameters.
 
-Time to target is training time only: evaluations (every 512 training images, on the same test
-subset) are subtracted in every tool. Each fastft row gets a column: how much sooner it reached the
+Time to target is training time only: evaluations (every ``--eval_images`` training images, 512 by
+default, on the same test subset) are subtracted in every tool. Each fastft row gets a column: how much sooner it reached the
 target than each peer, paired by seed. Writes benchmarks/results/<stem>.{json,md} (stem peers_image).
 """
 from __future__ import annotations
@@ -45,10 +47,8 @@ from fastft import comparison, host  # noqa: E402
 PEERS_VENV = REPO / "benchmarks" / ".venv-peers"
 PEER_PYTHON = PEERS_VENV / "bin" / "python"
 PEER_PACKAGES = ["fastai==2.8.12", "plum-dispatch<2.10"]  # plum 2.10 breaks fastai 2.8's type dispatch
-EVAL_IMAGES = 512  # training images between evaluations, in every tool
 FASTFT_RECIPE = "shorter rise at batch 32"
 QUICKSTART = REPO / "recipes" / "image" / "quickstart.yaml"
-QUICKSTART_EPOCHS = "2"  # its one epoch of 20,000 images is 625 steps; 2 epochs of 4,096 are 256
 
 
 def setup() -> None:
@@ -84,14 +84,14 @@ def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[s
     """name -> (command without data, seed and output folder; its epochs; its batch). Names have no commas:
     --configs splits on them."""
     fastai = [str(PEER_PYTHON), str(REPO / "benchmarks" / "peers" / "fastai_image.py"),
-              "--model", str(model), "--size", str(a.image_size), "--bs", "64", "--eval_every", str(EVAL_IMAGES // 64)]
+              "--model", str(model), "--size", str(a.image_size), "--bs", "64", "--eval_every", str(a.eval_images // 64)]
     recipe = tta.IMAGE.variants[FASTFT_RECIPE]
     common = list(tta.IMAGE.common)
     common[common.index("--dataset_name") + 1] = "imagefolder"
     epochs, batch = tta.flag(recipe, "num_train_epochs"), tta.flag(recipe, "per_device_train_batch_size")
     fastft = [sys.executable, str(REPO / "scripts" / "train_image.py"), *common, "--image_size", str(a.image_size),
               *tta.IMAGE.recommended, *recipe, "--learning_rate", str(a.fastft_lr),
-              "--eval_steps", str(EVAL_IMAGES // int(batch))]
+              "--eval_steps", str(a.eval_images // int(batch))]
     # The shipped quickstart recipe as it is (its own LR, linear decay), at this size and evaluation rate.
     shipped = yaml.safe_load(QUICKSTART.read_text())
     qs_batch = str(shipped["per_device_train_batch_size"])
@@ -99,19 +99,19 @@ def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[s
                   "--dataset_name", "imagefolder", "--max_train_samples", str(a.max_train_samples),
                   "--max_eval_samples", str(a.max_eval_samples), "--image_size", str(a.image_size),
                   "--report_to", "none", "--learning_rate", str(shipped["learning_rate"]),
-                  "--eval_steps", str(EVAL_IMAGES // int(qs_batch))]
+                  "--eval_steps", str(a.eval_images // int(qs_batch))]
     hf = [sys.executable, str(REPO / "benchmarks" / "peers" / "hf_trainer_image.py"), "--model", str(model),
-          "--size", str(a.image_size), "--eval_steps", str(EVAL_IMAGES // 8)]
-    ft, oc = str(a.fine_tune_epochs), str(a.one_cycle_epochs)
+          "--size", str(a.image_size), "--eval_steps", str(a.eval_images // 8)]
+    ft, oc, qs = str(a.fine_tune_epochs), str(a.one_cycle_epochs), str(a.quickstart_epochs)
     return {
         f"fastft ({FASTFT_RECIPE})": (fastft, epochs, batch),
         f"fastft ({FASTFT_RECIPE}) after a cached linear-probe epoch": (
             [*fastft, *tta.LP_FT, "--num_train_epochs", str(int(epochs) + 1)], f"1+{epochs}", batch),
-        f"fastft quickstart recipe for {QUICKSTART_EPOCHS} epochs": (
-            [*quickstart, "--num_train_epochs", QUICKSTART_EPOCHS], QUICKSTART_EPOCHS, qs_batch),
+        f"fastft quickstart recipe for {qs} epoch{'s' if qs != '1' else ''}": (
+            [*quickstart, "--num_train_epochs", qs], qs, qs_batch),
         "fastft quickstart recipe after a cached linear-probe epoch and a restarted schedule": (
-            [*quickstart, *tta.LP_FT, *tta.RESTART, "--num_train_epochs", str(int(QUICKSTART_EPOCHS) + 1)],
-            f"1+{QUICKSTART_EPOCHS}", qs_batch),
+            [*quickstart, *tta.LP_FT, *tta.RESTART, "--num_train_epochs", str(a.quickstart_epochs + 1)],
+            f"1+{qs}", qs_batch),
         f"fastai fine_tune({ft}) at its default LR": ([*fastai, "--method", "fine_tune", "--epochs", ft], f"1+{ft}", "64"),
         f"fastai fine_tune({ft}) at its lr_find LR": (
             [*fastai, "--method", "fine_tune", "--epochs", ft, "--lr", "lr_find"], f"1+{ft}", "64"),
@@ -159,7 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fastft_lr", type=float, default=2.78e-3,
                    help="the one-cycle rows' LR (their --lr_find suggestion); the quickstart rows train at its own")
     p.add_argument("--fine_tune_epochs", type=int, default=2, help="fastai fine_tune's unfrozen epochs")
-    p.add_argument("--one_cycle_epochs", type=int, default=3)
+    p.add_argument("--one_cycle_epochs", type=int, default=3, help="fastai fit_one_cycle's epochs")
+    p.add_argument("--quickstart_epochs", type=int, default=2,
+                   help="the quickstart rows' epochs (after the probe epoch, for LP-FT); the recipe's own is 1 "
+                        "epoch of 20,000 images (625 steps), 2 epochs of 4,096 are 256")
+    p.add_argument("--eval_images", type=int, default=512,
+                   help="training images between evaluations, in every tool (a multiple of 64)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=tta.RESULTS)
@@ -168,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.setup:
         setup()
         return 0
+    if a.eval_images <= 0 or a.eval_images % 64:
+        raise SystemExit(f"--eval_images {a.eval_images}: must be a positive multiple of 64 (every tool's batch "
+                         "divides it: 64 for fastai, 32 for fastft, 8 for the HF Trainer)")
     from fastft.offline import image
 
     configs = configurations(a, Path(image.model_asset("fastft:efficientnet_lite0")))

@@ -126,7 +126,7 @@ IMAGE = Bench(
               # The same three changes at the quickstart's own schedule (1 epoch), to measure them at its size.
               "recommended + weight EMA and 10% rise at batch 32": [
                   "--model_ema", "true", "--one_cycle_pct_start", "0.1", *HALF_BATCH],
-              # The same without what `fastft ablate` found not to shorten it: one-cycle, label smoothing.
+              # The quickstart without label smoothing, which `fastft ablate` left unclear (it stays: RESULTS).
               "weight EMA at batch 32 with linear decay and no label smoothing": [
                   *LINEAR_EMA, "--label_smoothing_factor", "0"],
               # One-cycle alone replaced by linear decay (label smoothing kept); and the quickstart after a
@@ -225,7 +225,7 @@ def summarise(name: str, lr: float, argv: list[str], rows_per_seed: list[list[di
     """comparison.summarise, with the LR, epochs and batch the table shows."""
     stated = flag(argv, "learning_rate") if "--learning_rate" in argv else lr
     return {**comparison.summarise(name, rows_per_seed, target, metric),
-            "learning_rate": "auto" if stated == "auto" else lr, "epochs": flag(argv, "num_train_epochs"),
+            "learning_rate": "auto" if stated == "auto" else float(stated), "epochs": flag(argv, "num_train_epochs"),
             "batch": flag(argv, "per_device_train_batch_size")}
 
 

@@ -147,7 +147,8 @@ def test_the_peers_benchmark_names_each_configuration_without_commas_and_refuses
     peers = load("peers")
     configs = peers.configurations(peers.argparse.Namespace(image_size=64, fastft_lr=2.78e-3, fine_tune_epochs=2,
                                                             one_cycle_epochs=3, max_train_samples=4096,
-                                                            max_eval_samples=1000), tmp_path)
+                                                            max_eval_samples=1000, quickstart_epochs=2,
+                                                            eval_images=512), tmp_path)
     assert not [n for n in configs if "," in n], "--configs splits on commas"
     names = [n for n in configs if "fastai" in n][-1:] + [n for n in configs if n.startswith("fastft")]
     assert tta.selected(list(configs), ",".join(names)) == names
@@ -174,6 +175,24 @@ def test_the_peers_benchmark_names_each_configuration_without_commas_and_refuses
     out = capsys.readouterr().out
     assert "total optimizer steps:      96 (3 epochs)" in out and "learning rate (scaled):     0.001" in out
     assert "schedule restarted:         at step 32 (the unfreezing), warming up over 6" in out
+
+
+def test_the_peers_benchmark_at_the_quickstarts_size_runs_the_recipe_as_shipped_and_evaluates_alike(tmp_path):
+    peers = load("peers")
+    configs = peers.configurations(peers.argparse.Namespace(image_size=64, fastft_lr=2.78e-3, fine_tune_epochs=2,
+                                                            one_cycle_epochs=3, max_train_samples=20000,
+                                                            max_eval_samples=2000, quickstart_epochs=1,
+                                                            eval_images=1024), tmp_path)
+    shipped, epochs, batch = configs["fastft quickstart recipe for 1 epoch"]
+    assert (epochs, batch, tta.flag(shipped, "num_train_epochs")) == ("1", "32", "1")
+    lp_ft, epochs, _ = configs["fastft quickstart recipe after a cached linear-probe epoch and a restarted schedule"]
+    assert (epochs, tta.flag(lp_ft, "num_train_epochs")) == ("1+1", "2")
+    # every tool evaluates after the same number of training images: 1024 = 32 x 32 = 16 x 64 = 128 x 8
+    assert tta.flag(shipped, "eval_steps") == tta.flag(lp_ft, "eval_steps") == "32"
+    assert tta.flag(configs["fastai fit_one_cycle(3) unfrozen at its lr_find LR"][0], "eval_every") == "16"
+    assert tta.flag(configs["HF Trainer at the example's README hyperparameters"][0], "eval_steps") == "128"
+    with pytest.raises(SystemExit, match=r"--eval_images 1000: must be a positive multiple of 64"):
+        peers.main(["--eval_images", "1000"])
 
 
 @pytest.mark.parametrize("task", ["image", "translation"])
