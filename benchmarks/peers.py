@@ -23,8 +23,8 @@ with the same EfficientNet-Lite0 weights (``fastft:efficientnet_lite0``, a timm 
   ``Trainer``) at its README's hyperparameters.
 
 Time to target is training time only: evaluations (every ``--eval_images`` training images, 512 by
-default, on the same test subset) are subtracted in every tool. Each fastft row gets a column: how much sooner it reached the
-target than each peer, paired by seed. Writes benchmarks/results/<stem>.{json,md} (stem peers_image).
+default, on the same test subset) are subtracted in every tool. Each fastft row gets a column: how
+much sooner it reached the target than each peer, paired by seed. Writes benchmarks/results/<stem>.{json,md} (stem peers_image).
 """
 from __future__ import annotations
 
@@ -84,7 +84,8 @@ def configurations(a: argparse.Namespace, model: Path) -> dict[str, tuple[list[s
     """name -> (command without data, seed and output folder; its epochs; its batch). Names have no commas:
     --configs splits on them."""
     fastai = [str(PEER_PYTHON), str(REPO / "benchmarks" / "peers" / "fastai_image.py"),
-              "--model", str(model), "--size", str(a.image_size), "--bs", "64", "--eval_every", str(a.eval_images // 64)]
+              "--model", str(model), "--size", str(a.image_size), "--bs", "64",
+              "--eval_every", str(a.eval_images // 64)]
     recipe = tta.IMAGE.variants[FASTFT_RECIPE]
     common = list(tta.IMAGE.common)
     common[common.index("--dataset_name") + 1] = "imagefolder"

@@ -105,6 +105,12 @@ def test_a_configuration_with_learning_rate_auto_keeps_it_and_says_so(tmp_path, 
     assert "| recommended with learning_rate auto over 40 steps | 1 | 64 | auto |" in (tmp_path / "t.md").read_text()
 
 
+def test_a_configuration_that_states_its_own_learning_rate_shows_it_not_the_benchmarks():
+    assert tta.summarise("half", 2e-3, ["--learning_rate", "1e-3", "--num_train_epochs", "1",
+                                        "--per_device_train_batch_size", "32"], [rows((8, 10.0, 1.0, 0.9))], 0.8,
+                         "eval_accuracy")["learning_rate"] == 1e-3
+
+
 def test_the_peers_table_pairs_fastft_with_each_peer_by_seed():
     peers = load("peers")
     ours = tta.summarise("fastft", 2e-3, ["--num_train_epochs", "2", "--per_device_train_batch_size", "32"],
