@@ -24,7 +24,8 @@ with the same EfficientNet-Lite0 weights (``fastft:efficientnet_lite0``, a timm 
 
 Time to target is training time only: evaluations (every ``--eval_images`` training images, 512 by
 default, on the same test subset) are subtracted in every tool. Each fastft row gets a column: how
-much sooner it reached the target than each peer, paired by seed. Writes benchmarks/results/<stem>.{json,md} (stem peers_image).
+much sooner it reached the target than each peer, paired by seed. Writes
+benchmarks/results/<stem>.{json,md} (stem peers_image).
 """
 from __future__ import annotations
 

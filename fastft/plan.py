@@ -78,7 +78,8 @@ class TrainPlan:
         ]
         if isinstance(s, Restarted):
             lines.insert(-1, f"schedule restarted:         at step {s.first.total_steps} (the unfreezing), warming "
-                             f"up over {s.second.warmup_steps}; the head-only steps warm up over {s.first.warmup_steps}")
+                             f"up over {s.second.warmup_steps}; the head-only steps warm up over "
+                             f"{s.first.warmup_steps}")
         if s.momentum(0) is not None:
             lines.append(f"momentum/beta1 cycled:      {s.momentum(0):g} -> "
                          f"{min(s.momentum(t) for t in range(0, self.total_steps, max(1, self.total_steps // 200)))}"
