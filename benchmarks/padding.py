@@ -1,15 +1,17 @@
-"""How much of each padded training batch is padding: the shuffled order against ``group_by_length``.
+"""How much of each padded training batch is padding: the shuffled order against ``group_by_length``
+and, for translation, ``batch_by_tokens``.
 
     python benchmarks/padding.py                    # translation and ASR quickstarts, seeds 0-2
 
 No training and no timing: each task loads its quickstart recipe's training set as a run does,
 and one epoch is laid out in per-device batches both ways, the shuffled order (a permutation
 drawn from the seed) and the engine's length-grouped order (``fastft.batches.LengthGroupedOrder``
-over the task's own ``sample_lengths``). Each padded tensor counts apart, as the task's collate
+over the task's own ``sample_lengths``), and for translation the token-budget batches
+(``fastft.batches.TokenBudgetBatches``). Each padded tensor counts apart, as the task's collate
 pads it: a translation's source and its labels, a transcript's labels (Whisper's input is a fixed
 window, the same for every clip). Reported: the share of the padded tokens that is padding, and
 the padded tokens of the grouped epoch over the shuffled one (the work that scales with sequence
-length). Writes benchmarks/results/padding.{json,md}.
+length), and how many batches the token budget makes of an epoch. Writes benchmarks/results/padding.{json,md}.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from fastft import host  # noqa: E402
 import torch  # noqa: E402
 
 from fastft.arguments import parse_args  # noqa: E402
-from fastft.batches import LengthGroupedOrder  # noqa: E402
+from fastft.batches import LengthGroupedOrder, TokenBudgetBatches  # noqa: E402
 from fastft.cli import task_factory, task_fields  # noqa: E402
 from fastft.config import TrainingArguments  # noqa: E402
 
@@ -42,11 +44,14 @@ def padded_lengths(task_name: str, train_set: torch.utils.data.Dataset) -> list[
     return [(n,) for n in train_set.token_lengths()]  # reads the transcripts, decodes no audio
 
 
-def epoch_padding(order: list[int], lengths: list[tuple[int, ...]], batch: int) -> tuple[int, int]:
-    """(padding tokens, padded tokens) of one epoch in this order, each tensor padded to its batch's longest."""
+def epoch_padding(order: list[int] | list[list[int]], lengths: list[tuple[int, ...]],
+                  batch: int | None) -> tuple[int, int]:
+    """(padding tokens, padded tokens) of one epoch, each tensor padded to its batch's longest: ``order`` cut
+    into batches of ``batch``, or (``batch`` None) already a list of batches."""
+    batches = order if batch is None else [order[start:start + batch] for start in range(0, len(order), batch)]
     padding = padded = 0
-    for start in range(0, len(order), batch):
-        rows = [lengths[i] for i in order[start:start + batch]]
+    for indices in batches:
+        rows = [lengths[i] for i in indices]
         for part in zip(*rows):
             padded += max(part) * len(part)
             padding += max(part) * len(part) - sum(part)
@@ -66,22 +71,31 @@ def measure(task_name: str, seeds: range) -> dict:
         shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
         grouped = list(LengthGroupedOrder(grouping, group, seed))
         (pad_s, all_s), (pad_g, all_g) = (epoch_padding(o, lengths, batch) for o in (shuffled, grouped))
-        rows.append({"seed": seed, "shuffled_padding": pad_s / all_s, "grouped_padding": pad_g / all_g,
-                     "padded_tokens_ratio": all_g / all_s})
+        row = {"seed": seed, "shuffled_padding": pad_s / all_s, "grouped_padding": pad_g / all_g,
+               "padded_tokens_ratio": all_g / all_s}
+        if task.cost_follows_tokens:  # batch_by_tokens applies
+            token_batches = list(TokenBudgetBatches(grouping, batch, seed))
+            pad_t, all_t = epoch_padding(token_batches, lengths, None)
+            row.update(token_batches_padding=pad_t / all_t, token_batches=len(token_batches))
+        rows.append(row)
+    keys = ["shuffled_padding", "grouped_padding", "padded_tokens_ratio"]
+    keys += ["token_batches_padding", "token_batches"] if task.cost_follows_tokens else []
     return {"task": task_name, "recipe": RECIPES[task_name], "samples": len(lengths), "batch": batch,
             "tensors": "source, labels" if task_name == "translation" else "labels", "seeds": rows,
-            **{k: statistics.median(r[k] for r in rows)
-               for k in ("shuffled_padding", "grouped_padding", "padded_tokens_ratio")}}
+            "fixed_batches": -(-len(lengths) // batch), **{k: statistics.median(r[k] for r in rows) for k in keys}}
 
 
 def markdown(results: list[dict], meta: dict) -> str:
     lines = [f"{meta['machine']}; {meta['date']}; `{meta['command']}`; seeds {meta['seeds']} (medians).", "",
              "| recipe | training samples | batch | padded tensors | padding, shuffled | padding, group_by_length | "
-             "padded tokens, grouped / shuffled |", "|---|---:|---:|---|---:|---:|---:|"]
+             "padded tokens, grouped / shuffled | padding, batch_by_tokens | batches, batch_by_tokens / fixed |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in results:
+        tokens = (f"{100 * r['token_batches_padding']:.1f} % | {r['token_batches']:,} / {r['fixed_batches']:,}"
+                  if "token_batches" in r else "- | -")
         lines.append(f"| {r['recipe']} | {r['samples']:,} | {r['batch']} | {r['tensors']} | "
                      f"{100 * r['shuffled_padding']:.1f} % | {100 * r['grouped_padding']:.1f} % | "
-                     f"{r['padded_tokens_ratio']:.2f}x |")
+                     f"{r['padded_tokens_ratio']:.2f}x | {tokens} |")
     return "\n".join(lines) + "\n"
 
 

@@ -140,6 +140,12 @@ IMAGE = Bench(
               "weight EMA at batch 32 with linear decay after a cached linear-probe epoch": LINEAR_LP_FT,
               "weight EMA at batch 32 with linear decay after a cached linear-probe epoch and a restarted schedule":
                   [*LINEAR_LP_FT, *RESTART],
+              # Two ways to move the pretrained layers less after the probe, as fastai's fine_tune halves its
+              # LR at the unfreezing: the backbone at half the LR (the head's LR kept), or layer-wise LR decay.
+              "LP-FT with a restarted schedule and the backbone at half the LR": [
+                  *LINEAR_LP_FT, *RESTART, "--learning_rate", "1e-3", "--head_lr_scale", "2"],
+              "LP-FT with a restarted schedule and layer-wise LR decay 0.8": [
+                  *LINEAR_LP_FT, *RESTART, "--layer_decay", "0.8"],
               # The LR range test inside the run (its time counted), not a separate, untimed command.
               "recommended with learning_rate auto": ["--learning_rate", "auto"],
               "recommended with learning_rate auto over 40 steps": ["--learning_rate", "auto", "--lr_find_steps", "40"],

@@ -207,7 +207,7 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
                "restart_schedule_at_unfreeze", "cache_frozen_features", "head_lr_scale", "layer_decay",
                "mixed_precision", "channels_last",
                "model_ema", "model_ema_decay", "model_ema_warmup", "gradient_checkpointing", "torch_compile",
-               "torch_compile_backend", "torch_compile_mode", "group_by_length"),
+               "torch_compile_backend", "torch_compile_mode", "group_by_length", "batch_by_tokens"),
     "parameter-efficient fine-tuning": ("peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
                                         "merge_lora"),
     "evaluation and checkpoints": (

@@ -1,5 +1,5 @@
-"""Data helpers of the loop: seeded per-sample augmentation, length-grouped order, accumulation windows,
-padded gathering."""
+"""Data helpers of the loop: seeded per-sample augmentation, length-grouped order, token-budget batches,
+accumulation windows, padded gathering."""
 from __future__ import annotations
 
 import random
@@ -106,3 +106,50 @@ class LengthGroupedOrder(torch.utils.data.Sampler):
         middle = steps[1:full]  # the full groups after the one holding the longest sample
         shuffled = [middle[g] for g in torch.randperm(len(middle), generator=generator).tolist()]
         return iter([i for step in [*steps[:1], *shuffled, *steps[max(full, 1):]] for i in step])
+
+
+class TokenBudgetBatches(torch.utils.data.Sampler):
+    """``batch_by_tokens``: batches of similar lengths, each up to a budget of padded tokens (fairseq's
+    ``--max-tokens``), so that short samples come many to a batch and long ones few.
+
+    The budget is ``mean_batch_size`` times the mean sample's tokens, so an epoch has about as many
+    batches as fixed batches of ``mean_batch_size`` would give, and LR scaling, the schedule and the
+    recipe's batch keep their meaning (as the mean batch). Samples are sorted by length, ties in an
+    order drawn from (seed, epoch), and cut greedily: the batch sizes depend only on the lengths, so
+    every epoch has the same number of batches (the plan's), with different companions. The batch
+    of the longest samples leads (an out-of-memory comes at once); the others come in an order drawn
+    from (seed, epoch), so a resume replays them exactly.
+    """
+
+    def __init__(self, lengths: Sequence[int], mean_batch_size: int, seed: int):
+        if not lengths:
+            raise ValueError("batch_by_tokens needs at least one training sample")
+        self.lengths, self.seed, self.epoch = list(lengths), seed, 0
+        self.max_tokens = max(1, round(mean_batch_size * sum(self.lengths) / len(self.lengths)))
+        self.sizes = self._pack(sorted(self.lengths))
+
+    def _pack(self, ascending: list[int]) -> list[int]:
+        """Batch sizes along the sorted lengths: each grows while its size x its longest fits the budget
+        (a single sample longer than the budget is a batch of its own)."""
+        sizes, size = [], 0
+        for length in ascending:  # ascending, so each new sample is its batch's longest
+            if size and (size + 1) * length > self.max_tokens:
+                sizes.append(size)
+                size = 0
+            size += 1
+        return [*sizes, size]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch)) & 0xFFFF_FFFF)
+        ties = torch.randperm(len(self.lengths), generator=generator).tolist()
+        ascending = sorted(ties, key=self.lengths.__getitem__)  # stable: equal lengths keep the random order
+        ends = np.cumsum(self.sizes).tolist()
+        batches = [ascending[end - size:end] for size, end in zip(self.sizes, ends)]
+        rest = batches[:-1]
+        return iter([batches[-1], *(rest[k] for k in torch.randperm(len(rest), generator=generator).tolist())])

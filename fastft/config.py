@@ -140,6 +140,8 @@ class TrainingArguments:
     dataloader_num_workers: int = field(0, "Worker processes per data loader.", min=0)
     group_by_length: bool = field(False, "Batch training samples of similar token lengths (translation, speech "
                                          "recognition), for less padding: the HF Trainer's groups, in shuffled order.")
+    batch_by_tokens: bool = field(False, "Translation: batches of similar lengths up to per_device_train_batch_size "
+                                         "x the mean sample's tokens (fairseq's max-tokens); the batch is then a mean.")
     max_train_samples: Optional[int] = field(None, "Truncate the training set (quick runs).", min=1)
     max_eval_samples: Optional[int] = field(None, "Truncate the evaluation set (quick runs).", min=1)
     push_to_hub: bool = field(False, "Upload the model, its card, config.yaml and metrics to the Hugging Face Hub.")
@@ -336,6 +338,9 @@ def check_training_args(args: TrainingArguments) -> None:
                         f"{args.lr_scheduler_type!r}); drop it or switch to multistep")
     if any(e <= 0 for e in args.lr_decay_epochs):
         raise UserError(f"lr_decay_epochs must all be > 0, got {args.lr_decay_epochs}")
+    if args.batch_by_tokens and args.group_by_length:
+        raise UserError("batch_by_tokens already batches samples of similar lengths (in shuffled order); "
+                        "drop group_by_length")
     if args.restart_schedule_at_unfreeze and not args.freeze_epochs:
         raise UserError("restart_schedule_at_unfreeze restarts the LR schedule when the backbone unfreezes, and "
                         "freeze_epochs is 0: set freeze_epochs (head-only epochs first) or drop it")

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fastft import checkpoints, lora, output_folder, reporting
-from fastft.batches import IGNORE_INDEX, LengthGroupedOrder, SeededSamples, cat_padded, windows
+from fastft.batches import IGNORE_INDEX, LengthGroupedOrder, SeededSamples, TokenBudgetBatches, cat_padded, windows
 from fastft.config import TrainingArguments, to_dict
 from fastft.ema import WeightAverage, changing_tensors, copy_into, named_copies
 from fastft.errors import UserError
@@ -110,22 +110,29 @@ class Trainer:
             self.adapter = lora.LoraAdapter(self.model, args, task.head_parameters(self.model), name)
             for line in self.adapter.summary:
                 self.accelerator.print(line)
+        token_batches = (TokenBudgetBatches(task.sample_lengths(train_set), args.per_device_train_batch_size,
+                                            args.seed) if args.batch_by_tokens else None)
         self.plan: TrainPlan = make_plan(args, len(train_set), self.accelerator.num_processes, task.drop_last,
-                                         self.learning_rate)
+                                         self.learning_rate, token_batches)
         self.train_set = SeededSamples(train_set, args.seed)
-        # One optimizer step's samples on all processes come from one stretch of similar lengths.
-        self.order = (LengthGroupedOrder(task.sample_lengths(train_set), self.plan.global_batch_size, args.seed)
-                      if args.group_by_length else None)
+        # group_by_length: one optimizer step's samples on all processes come from one stretch of similar lengths
+        self.order: Optional[LengthGroupedOrder | TokenBudgetBatches] = (
+            LengthGroupedOrder(task.sample_lengths(train_set), self.plan.global_batch_size, args.seed)
+            if args.group_by_length else token_batches)
 
     def _setup_optimization(self) -> None:
         """Optimizer (holding the scaled peak LR), loaders, accelerate's wrapping, the schedule."""
         args, task, acc = self.args, self.task, self.accelerator
         optimizer = build_optimizer(self.model, args, self.plan.scaled_learning_rate, self._head_parameters(self.model))
         # Workers are not persistent so each epoch's workers see the new train_set.epoch.
-        train_loader = DataLoader(self.train_set, batch_size=args.per_device_train_batch_size,
-                                  shuffle=self.order is None, sampler=self.order,
-                                  collate_fn=task.collate, num_workers=args.dataloader_num_workers,
-                                  drop_last=task.drop_last)
+        if isinstance(self.order, TokenBudgetBatches):  # accelerate deals each process every n-th batch
+            train_loader = DataLoader(self.train_set, batch_sampler=self.order, collate_fn=task.collate,
+                                      num_workers=args.dataloader_num_workers)
+        else:
+            train_loader = DataLoader(self.train_set, batch_size=args.per_device_train_batch_size,
+                                      shuffle=self.order is None, sampler=self.order,
+                                      collate_fn=task.collate, num_workers=args.dataloader_num_workers,
+                                      drop_last=task.drop_last)
         eval_loader = DataLoader(self.eval_set, batch_size=args.per_device_eval_batch_size, collate_fn=task.collate,
                                  num_workers=args.dataloader_num_workers)
         self.model, self.optimizer, self.train_loader, self.eval_loader = acc.prepare(

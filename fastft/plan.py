@@ -10,6 +10,7 @@ import math
 import warnings
 from typing import Any
 
+from fastft.batches import TokenBudgetBatches
 from fastft.config import TrainingArguments
 from fastft.errors import UserError
 from fastft.schedules import Restarted, Schedule, scale_lr
@@ -33,6 +34,7 @@ class TrainPlan:
     schedule: Schedule | Restarted
     model_ema_decay: float | None = None  # None: no weight averaging
     model_ema_warmup: bool = False
+    max_batch_tokens: int | None = None  # batch_by_tokens: each batch's budget of padded tokens
     # recipe: as the recipe states it; lr_find: learning_rate auto, picked by the range test at the start;
     # pending: learning_rate auto before that test (its own plan, or a dry run's)
     learning_rate_source: str = "recipe"
@@ -63,7 +65,9 @@ class TrainPlan:
             points = ", ".join(f"step {t}: {s.lr_factor(t):.4g} x peak" for t in checkpoints if 0 <= t < self.total_steps)
         lines = [
             f"world size (processes):     {self.num_processes}",
-            f"per-device batch:           {self.per_device_train_batch_size}",
+            f"per-device batch:           {self.per_device_train_batch_size}"
+            + (f" (the mean: batches of similar lengths, up to {self.max_batch_tokens} padded tokens each)"
+               if self.max_batch_tokens else ""),
             f"gradient accumulation:      {self.gradient_accumulation_steps}",
             f"global batch:               {self.global_batch_size}",
             f"training samples:           {self.num_train_samples}",
@@ -90,22 +94,30 @@ class TrainPlan:
         return "\n".join(lines)
 
 
-def batches_per_process(num_samples: int, batch_size: int, num_processes: int, drop_last: bool) -> int:
-    """Batches each process sees per epoch, as accelerate shards with even_batches=True."""
-    total = num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)
+def batches_per_process(num_samples: int, batch_size: int, num_processes: int, drop_last: bool,
+                        num_batches: int | None = None) -> int:
+    """Batches each process sees per epoch, as accelerate shards with even_batches=True; ``num_batches``:
+    an epoch's batches on all processes where a batch sampler sets them (batch_by_tokens)."""
+    if num_batches is not None:
+        total = num_batches
+    else:
+        total = num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)
     return total // num_processes if drop_last else math.ceil(total / num_processes)
 
 
 def make_plan(args: TrainingArguments, num_train_samples: int, num_processes: int,
-              drop_last: bool = False, learning_rate: float | None = None) -> TrainPlan:
+              drop_last: bool = False, learning_rate: float | None = None,
+              token_batches: TokenBudgetBatches | None = None) -> TrainPlan:
     """Resolve steps, warmup, LR and schedule for this dataset and world size.
 
     ``learning_rate`` is what the LR range test found for a recipe's ``learning_rate: auto``; without it such
     a plan is the range test's own (its LR factors apply to a peak of 1) and says the peak is not yet known.
+    ``token_batches`` (batch_by_tokens) sets the number of batches an epoch has.
     """
     auto = args.learning_rate == "auto"
     stated = learning_rate if learning_rate is not None else 1.0 if auto else args.learning_rate
-    batches = batches_per_process(num_train_samples, args.per_device_train_batch_size, num_processes, drop_last)
+    batches = batches_per_process(num_train_samples, args.per_device_train_batch_size, num_processes, drop_last,
+                                  len(token_batches) if token_batches is not None else None)
     # a global batch must fit in the data (as drop_last already demands); else LR scaling assumes samples
     # that are not there, and even_batches would pad every process's batch with repeats
     if args.per_device_train_batch_size * num_processes > num_train_samples:
@@ -139,6 +151,7 @@ def make_plan(args: TrainingArguments, num_train_samples: int, num_processes: in
         learning_rate=stated, reference_batch_size=args.reference_batch_size,
         scaled_learning_rate=scaled, schedule=schedule,
         model_ema_decay=args.model_ema_decay if args.model_ema else None, model_ema_warmup=args.model_ema_warmup,
+        max_batch_tokens=token_batches.max_tokens if token_batches is not None else None,
         learning_rate_source=("lr_find" if learning_rate is not None else "pending") if auto else "recipe",
     )
 

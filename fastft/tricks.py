@@ -88,6 +88,8 @@ TRICKS: list[Trick] = [
           "[Ansel et al. 2024](https://doi.org/10.1145/3620665.3640366)", off={"torch_compile": False}),
     Trick("length-grouped batches", ("group_by_length",), lambda r: bool(r.get("group_by_length")),
           off={"group_by_length": False}),
+    Trick("token-budget batches", ("batch_by_tokens",), lambda r: bool(r.get("batch_by_tokens")),
+          "[Ott et al. 2019](https://arxiv.org/abs/1904.01038)", off={"batch_by_tokens": False}),
 ]
 
 

@@ -274,6 +274,8 @@ def test_padding_counts_each_tensor_padded_to_its_batchs_longest():
     assert pad.epoch_padding([0, 1, 2, 3], lengths, 2) == (2 + 2 + 1 + 2, 6 + 6 + 4 + 8)
     # [0, 2], [1, 3]: the long sources together: no source padding; labels pad to 2 (1) and 4 (2)
     assert pad.epoch_padding([0, 2, 1, 3], lengths, 2) == (0 + 0 + 1 + 2, 6 + 2 + 4 + 8)
+    # batches of their own sizes (batch_by_tokens): [0, 2, 1] pads sources to 3 (2) and labels to 2 (1)
+    assert pad.epoch_padding([[0, 2, 1], [3]], lengths, None) == (2 + 1, 9 + 6 + 1 + 4)
 
 
 @pytest.mark.parametrize("task", ["speech", "translation"])

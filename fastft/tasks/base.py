@@ -26,12 +26,19 @@ class Task(abc.ABC):
     drop_last: bool = False  # drop the last incomplete training batch
     eval_split_used: Optional[str] = None  # the split evaluated on, in words, once load_data has picked it
     has_token_lengths: bool = False  # sample_lengths counts each sample's tokens (group_by_length)
+    # A batch's compute follows its padded tokens (batch_by_tokens); not so where every input is one
+    # fixed window (Whisper's 30 s), which a large batch of short transcripts would multiply.
+    cost_follows_tokens: bool = False
 
     def __init__(self, task_args: Any, args: TrainingArguments):
         self.task_args, self.args = task_args, args
         if args.group_by_length and not self.has_token_lengths:
             raise UserError(f"group_by_length groups translation and speech-recognition samples by their token "
                             f"lengths; {self.pipeline_tag} samples have none: drop group_by_length")
+        if args.batch_by_tokens and not self.cost_follows_tokens:
+            raise UserError(f"batch_by_tokens sizes each batch by its tokens, which set a translation batch's cost; "
+                            f"a {self.pipeline_tag} batch's cost does not follow them: drop batch_by_tokens"
+                            + (" (group_by_length applies)" if self.has_token_lengths else ""))
 
     @abc.abstractmethod
     def num_train_samples(self) -> int:

@@ -70,6 +70,7 @@ def freeze_embeddings(model: nn.Module, vocab_size: int) -> int:
 class TranslationTask(Seq2SeqTask):
     main_metric = "eval_bleu"
     pipeline_tag = "translation"
+    cost_follows_tokens = True
 
     def __init__(self, task_args: TranslationArguments, args: TrainingArguments):
         super().__init__(task_args, args)
