@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 
 import pytest
 import torch
 from accelerate.data_loader import prepare_data_loader
 from conftest import image_argv
-from safetensors.torch import load_file
 from speech_fixtures import asr_argv, spoken_words, tiny_whisper  # noqa: F401 (fixtures)
+from test_group_by_length import assert_resumes_bit_exact
 from test_translation import tiny_marian, toy_argv, toy_data  # noqa: F401 (fixtures)
 
 from fastft.batches import TokenBudgetBatches
@@ -90,15 +89,7 @@ def test_translation_with_token_batches_learns_plans_exactly_and_resumes_bit_exa
     before = json.loads((straight / "metrics.jsonl").read_text().splitlines()[0])
     assert final["total_steps"] == planned  # the dry run counts the batches training gets
     assert before["step"] == 0 and final["eval_loss"] < 0.8 * before["eval_loss"]  # it learns
-    argv = toy_argv(resumed, toy_data, tiny_marian, *flags, "--checkpointing_steps", "30", "--save_total_limit", "5")
-    main(TranslationTask, TranslationArguments, argv)
-    for later in [p for p in resumed.glob("checkpoint-*") if int(p.name.split("-")[1]) > 60]:
-        shutil.rmtree(later)  # as if the run died after step 60, in the second epoch
-    for name in ("metrics.json", "model.safetensors"):
-        (resumed / name).unlink()
-    main(TranslationTask, TranslationArguments, argv)
-    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_bit_exact(straight, resumed, toy_data, tiny_marian, flags)
     grouped = main(TranslationTask, TranslationArguments, toy_argv(
         tmp_path / "grouped", toy_data, tiny_marian, "--group_by_length", "true", "--num_train_epochs", "2",
         "--eval_strategy", "no"))

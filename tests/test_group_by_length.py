@@ -77,6 +77,19 @@ def test_two_processes_share_each_global_batch_of_one_stretch():
     assert [a + b for a, b in steps] == [list(order)[k:k + 16] for k in range(0, len(LENGTHS), 16)]
 
 
+def assert_resumes_bit_exact(straight, resumed, toy_data, tiny_marian, flags: list[str]) -> None:
+    """A run with ``flags`` killed after step 60 (in its second epoch) and resumed ends where ``straight`` did."""
+    argv = toy_argv(resumed, toy_data, tiny_marian, *flags, "--checkpointing_steps", "30", "--save_total_limit", "5")
+    main(TranslationTask, TranslationArguments, argv)
+    for later in [p for p in resumed.glob("checkpoint-*") if int(p.name.split("-")[1]) > 60]:
+        shutil.rmtree(later)  # as if the run died after step 60
+    for name in ("metrics.json", "model.safetensors"):
+        (resumed / name).unlink()
+    main(TranslationTask, TranslationArguments, argv)
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_translation_with_length_groups_learns_and_resumes_bit_exact(tmp_path, toy_data, tiny_marian, capsys):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     flags = ["--group_by_length", "true", "--num_train_epochs", "2", "--eval_strategy", "no"]
@@ -86,15 +99,7 @@ def test_translation_with_length_groups_learns_and_resumes_bit_exact(tmp_path, t
                                                                   "--eval_before_training", "true"))
     before = json.loads((straight / "metrics.jsonl").read_text().splitlines()[0])
     assert before["step"] == 0 and final["eval_loss"] < 0.8 * before["eval_loss"]  # it learns (3.27 -> 2.37)
-    argv = toy_argv(resumed, toy_data, tiny_marian, *flags, "--checkpointing_steps", "30", "--save_total_limit", "5")
-    main(TranslationTask, TranslationArguments, argv)
-    for later in [p for p in resumed.glob("checkpoint-*") if int(p.name.split("-")[1]) > 60]:
-        shutil.rmtree(later)  # as if the run died after step 60, in the second epoch
-    for name in ("metrics.json", "model.safetensors"):
-        (resumed / name).unlink()
-    main(TranslationTask, TranslationArguments, argv)
-    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_bit_exact(straight, resumed, toy_data, tiny_marian, flags)
     # Not the shuffled order: the same run without length groups ends elsewhere.
     plain = main(TranslationTask, TranslationArguments,
                  toy_argv(tmp_path / "plain", toy_data, tiny_marian, "--num_train_epochs", "2", "--eval_strategy", "no"))
