@@ -110,8 +110,7 @@ class Trainer:
             self.adapter = lora.LoraAdapter(self.model, args, task.head_parameters(self.model), name)
             for line in self.adapter.summary:
                 self.accelerator.print(line)
-        token_batches = (TokenBudgetBatches(task.sample_lengths(train_set), args.per_device_train_batch_size,
-                                            args.seed) if args.batch_by_tokens else None)
+        token_batches = task.token_batches(train_set)
         self.plan: TrainPlan = make_plan(args, len(train_set), self.accelerator.num_processes, task.drop_last,
                                          self.learning_rate, token_batches)
         self.train_set = SeededSamples(train_set, args.seed)

@@ -14,7 +14,6 @@ from accelerate.utils import find_executable_batch_size
 
 from fastft import output_folder, reporting
 from fastft.arguments import parse_args
-from fastft.batches import TokenBudgetBatches
 from fastft.config import TrainingArguments, check_training_args, to_dict
 from fastft.engine import Trainer
 from fastft.errors import exit_on_user_error
@@ -57,10 +56,8 @@ def dry_run(task: Task, args: TrainingArguments) -> str:
     out = Path(args.output_dir)
     output_folder.check(out)
     world = args.world_size or state.num_processes
-    token_batches = None
-    if args.batch_by_tokens:  # their number follows the token lengths: the training set is read
-        train_set, _ = task.load_data()
-        token_batches = TokenBudgetBatches(task.sample_lengths(train_set), args.per_device_train_batch_size, args.seed)
+    # token-budget batches: their number follows the token lengths, so the training set is read
+    token_batches = task.token_batches(task.load_data()[0]) if args.batch_by_tokens else None
     plan = make_plan(args, task.num_train_samples(), world, task.drop_last, token_batches=token_batches)
     precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     lines = [plan.describe(), f"mixed precision:            {precision or 'no'}",

@@ -8,6 +8,7 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import nn
 
+from fastft.batches import TokenBudgetBatches
 from fastft.config import TrainingArguments
 from fastft.errors import UserError
 
@@ -91,6 +92,12 @@ class Task(abc.ABC):
     def sample_lengths(self, train_set: torch.utils.data.Dataset) -> list[int]:
         """Each training sample's length in tokens, for ``group_by_length`` (tasks with has_token_lengths)."""
         raise NotImplementedError(f"{type(self).__name__} has no token lengths")
+
+    def token_batches(self, train_set: torch.utils.data.Dataset) -> Optional[TokenBudgetBatches]:
+        """The training set's token-budget batches where the recipe asks for them (batch_by_tokens), else None."""
+        if not self.args.batch_by_tokens:
+            return None
+        return TokenBudgetBatches(self.sample_lengths(train_set), self.args.per_device_train_batch_size, self.args.seed)
 
     def evaluate_before_training(self) -> bool:
         """Evaluate once before the first optimizer step of a fresh run (a baseline row at step 0)."""
